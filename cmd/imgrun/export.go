@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/imgrun/imgrun/pkg/layers"
+	"github.com/imgrun/imgrun/pkg/registry"
+	"github.com/imgrun/imgrun/pkg/rootfs"
+)
+
+func (a *app) exportCommand() *cobra.Command {
+	var platform, output, pull string
+	c := &cobra.Command{
+		Use:   "export [--platform P] IMAGE -o FILE|-",
+		Short: "Write an image's flattened root filesystem as one tar (deterministic)",
+		Long: `Stream the flattened root filesystem as one tar, straight from the cached layers.
+-o FILE writes FILE (atomically: a failed export leaves no FILE); -o - writes to stdout.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			what := "export " + args[0]
+			ctx := cmd.Context()
+			if output == "" {
+				return fail(what, errors.New("missing -o FILE (or -o - for stdout)"))
+			}
+			if output == "-" {
+				if f, ok := a.stdout.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+					return fail(what, errors.New("refusing to write a tar to a terminal; redirect stdout or use -o FILE"))
+				}
+			}
+			ref, err := registry.ParseReference(args[0])
+			if err != nil {
+				return fail(what, err)
+			}
+			p, err := parsePlatform(platform)
+			if err != nil {
+				return fail(what, err)
+			}
+			policy, err := parsePullPolicy(pull)
+			if err != nil {
+				return fail(what, err)
+			}
+			st, err := a.openStore()
+			if err != nil {
+				return fail(what, err)
+			}
+			img, err := a.image(ctx, st, ref, p, policy)
+			if err != nil {
+				return fail(what, err)
+			}
+			release, err := st.Hold(ctx) // keep gc away from the blobs being read
+			if err != nil {
+				return fail(what, err)
+			}
+			defer release()
+			if output == "-" {
+				return fail(what, rootfs.Export(ctx, a.stdout, rootfsLayers(img)))
+			}
+			return fail(what, exportFile(ctx, output, img))
+		},
+	}
+	c.Flags().StringVar(&platform, "platform", "", "`os/arch[/variant]` to export (default: the host's)")
+	c.Flags().StringVarP(&output, "output", "o", "", "write the tar to `FILE` (- for stdout)")
+	c.Flags().StringVar(&pull, "pull", pullMissing, "pull the image first: missing, always or never")
+	return c
+}
+
+// exportFile writes the export to a temporary file beside path and renames it into place
+// only when complete, so a failed or interrupted export leaves no partial path.
+func exportFile(ctx context.Context, path string, img *layers.Image) (err error) {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // the temporary name would only confuse
+		}
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if err := rootfs.Export(ctx, tmp, rootfsLayers(img)); err != nil {
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return os.Rename(tmp.Name(), path)
+}

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/spf13/cobra"
+
+	"github.com/imgrun/imgrun/internal/progress"
+	"github.com/imgrun/imgrun/pkg/layers"
+	"github.com/imgrun/imgrun/pkg/rootfs"
+)
+
+func (a *app) gcCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "gc",
+		Short: "Remove blobs and unpacked trees no cached image uses, and leftovers of interrupted work",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			st, err := a.openStore()
+			if err != nil {
+				return fail("gc", err)
+			}
+			rep, err := st.GC(ctx)
+			if err != nil {
+				return fail("gc", err)
+			}
+			trees, err := pruneRootfs(ctx, st, a.root)
+			if err != nil {
+				return fail("gc", err)
+			}
+			_, err = fmt.Fprintf(a.stdout, "removed %d blobs, freed %s; removed %d unpacked trees\n",
+				rep.Blobs, progress.FormatBytes(rep.BytesFreed), trees)
+			return fail("gc", err)
+		},
+	}
+}
+
+// pruneRootfs removes the unpacked trees (ROOT/rootfs) of images no longer in the index and
+// what interrupted builds left in ROOT/tmp. Trees in use by a running run are kept.
+//
+// TODO(rootfs owner): this belongs in pkg/rootfs, e.g. Cache.Prune(ctx, keep func(digest) bool).
+func pruneRootfs(ctx context.Context, st *layers.Store, root string) (int, error) {
+	cache, err := rootfs.OpenCache(root)
+	if err != nil {
+		return 0, err
+	}
+	if err := cache.Clean(ctx); err != nil {
+		return 0, err
+	}
+	recs, err := st.Images(ctx)
+	if err != nil {
+		return 0, err
+	}
+	used := map[digest.Digest]bool{}
+	for _, r := range recs {
+		used[r.Descriptor.Digest] = true
+	}
+	keys, err := cache.List(ctx)
+	if err != nil {
+		return 0, err
+	}
+	removed := 0
+	for _, k := range keys {
+		if used[k] {
+			continue
+		}
+		switch err := cache.Remove(ctx, k); {
+		case err == nil:
+			removed++
+		case errors.Is(err, rootfs.ErrInUse), errors.Is(err, rootfs.ErrNotCached):
+			// a run uses it, or another gc got there first
+		default:
+			return removed, err
+		}
+	}
+	return removed, nil
+}

@@ -1,0 +1,201 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/imgrun/imgrun/internal/progress"
+	"github.com/imgrun/imgrun/pkg/layers"
+	"github.com/imgrun/imgrun/pkg/registry"
+	"github.com/imgrun/imgrun/pkg/rootfs"
+	"github.com/imgrun/imgrun/pkg/run"
+)
+
+func (a *app) runCommand() *cobra.Command {
+	var f runFlags
+	c := &cobra.Command{
+		Use:   "run [flags] IMAGE [COMMAND [ARG...]]",
+		Short: "Run a command in an image (pulled and unpacked once, then cached)",
+		Long: `Run a command in a new container made from IMAGE: the image's entrypoint and command
+unless COMMAND is given, with the image's environment, working directory and user.
+Flags after IMAGE belong to COMMAND. The exit status is the command's (docker's codes:
+125 when imgrun fails, 126 when the command cannot be run, 127 when it is not found).`,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return errors.New("missing IMAGE (usage: imgrun run [flags] IMAGE [COMMAND [ARG...]])")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			what := "run " + args[0]
+			spec, image, err := a.runSpec(cmd, &f, args)
+			if err != nil {
+				return fail(what, err)
+			}
+			return fail(what, a.run(cmd.Context(), &f, spec, image))
+		},
+	}
+	// Everything after IMAGE is the command's: `imgrun node:latest node -v`.
+	c.Flags().SetInterspersed(false)
+	f.register(c.Flags())
+	return c
+}
+
+// runImage is what runSpec resolved, for run to start.
+type runImage struct {
+	st  *layers.Store
+	img *layers.Image
+}
+
+// runSpec turns the flags into a run.Spec (without Rootfs) and gets the image into the store.
+// Flags are checked before anything touches the network or the disk.
+func (a *app) runSpec(cmd *cobra.Command, f *runFlags, args []string) (run.Spec, runImage, error) {
+	ctx := cmd.Context()
+	ref, err := registry.ParseReference(args[0])
+	if err != nil {
+		return run.Spec{}, runImage{}, err
+	}
+	p, err := parsePlatform(f.platform)
+	if err != nil {
+		return run.Spec{}, runImage{}, err
+	}
+	policy, err := parsePullPolicy(f.pull)
+	if err != nil {
+		return run.Spec{}, runImage{}, err
+	}
+	o := run.Overrides{Args: args[1:], Env: f.env, Dir: f.workdir, User: f.user}
+	if cmd.Flags().Changed("entrypoint") {
+		o.Entrypoint = &f.entrypoint
+	}
+	for _, name := range f.envFiles {
+		lines, err := readEnvFile(name)
+		if err != nil {
+			return run.Spec{}, runImage{}, err
+		}
+		o.EnvFile = append(o.EnvFile, lines...)
+	}
+	var base run.Spec
+	if base.Limits, err = f.limits(); err != nil {
+		return run.Spec{}, runImage{}, err
+	}
+	for _, v := range f.volumes {
+		m, err := run.ParseMount(v)
+		if err != nil {
+			return run.Spec{}, runImage{}, err
+		}
+		base.Mounts = append(base.Mounts, m)
+	}
+	network, err := parseNetwork(f.network)
+	if err != nil {
+		return run.Spec{}, runImage{}, err
+	}
+
+	st, err := a.openStore()
+	if err != nil {
+		return run.Spec{}, runImage{}, err
+	}
+	img, err := a.image(ctx, st, ref, p, policy)
+	if err != nil {
+		return run.Spec{}, runImage{}, err
+	}
+	spec, err := run.SpecFromImage(img.Config.Config, o)
+	if err != nil {
+		return run.Spec{}, runImage{}, err
+	}
+	spec.Hostname = f.hostname
+	spec.Mounts = base.Mounts
+	spec.Network = run.Network(network)
+	spec.ReadOnly = f.readOnly
+	if f.keep != "" {
+		if spec.KeepDir, err = filepath.Abs(f.keep); err != nil {
+			return run.Spec{}, runImage{}, fmt.Errorf("--keep: %w", err)
+		}
+	}
+	spec.TTY = f.tty
+	spec.Stdin = f.stdin
+	spec.Limits = base.Limits
+	spec.StateDir = filepath.Join(a.root, "runs")
+	return spec, runImage{st: st, img: img}, nil
+}
+
+// run unpacks the image into the rootfs cache (once) and runs spec in it.
+func (a *app) run(ctx context.Context, f *runFlags, spec run.Spec, ri runImage) error {
+	cache, err := rootfs.OpenCache(a.root)
+	if err != nil {
+		return err
+	}
+	// Keep gc away from the blobs and tmp/ while the tree is built.
+	hold, err := ri.st.Hold(ctx)
+	if err != nil {
+		return err
+	}
+	path, release, err := cache.Use(ctx, ri.img.Record.Descriptor.Digest, rootfsLayers(ri.img), rootfs.WithLogger(a.log))
+	hold()
+	if err != nil {
+		return err
+	}
+	defer release()
+	spec.Rootfs = path
+	stdio := run.Stdio{Stdin: a.stdin, Stdout: a.stdout, Stderr: a.stderr}
+	// While the command runs, run.Run forwards SIGINT, SIGTERM, … to it, as docker does.
+	// main's ctx is cancelled by those same signals; cancelling would also stop the run
+	// (SIGTERM, then SIGKILL), so the run gets a ctx that signals do not cancel.
+	runCtx := context.WithoutCancel(ctx)
+	if !f.stats {
+		return run.Run(runCtx, spec, stdio)
+	}
+	start := time.Now()
+	stats, err := run.RunStats(runCtx, spec, stdio)
+	var ee *run.ExitError
+	if err == nil || errors.As(err, &ee) { // the command ran: there is something to report
+		a.printStats(stats, time.Since(start))
+	}
+	return err
+}
+
+// printStats prints --stats on stderr: peak memory and CPU time from the run's cgroup.
+func (a *app) printStats(s *run.Stats, wall time.Duration) {
+	if s == nil {
+		fmt.Fprintf(a.stderr, "imgrun: stats: not available (the run had no cgroup), wall %s\n", wall.Round(time.Millisecond))
+		return
+	}
+	fmt.Fprintf(a.stderr, "imgrun: stats: peak memory %s, cpu %s (user %s, system %s), wall %s%s\n",
+		progress.FormatBytes(int64(s.MemoryPeakBytes)),
+		time.Duration(s.CPUTotalNanos).Round(time.Millisecond),
+		time.Duration(s.CPUUserNanos).Round(time.Millisecond),
+		time.Duration(s.CPUSystemNanos).Round(time.Millisecond),
+		wall.Round(time.Millisecond), map[bool]string{true: ", OOM-killed"}[s.OOMKilled])
+}
+
+func readEnvFile(name string) ([]string, error) {
+	fh, err := os.Open(name)
+	if err != nil {
+		return nil, fmt.Errorf("--env-file: %w", err)
+	}
+	defer fh.Close()
+	lines, err := run.ParseEnvFile(fh)
+	if err != nil {
+		return nil, fmt.Errorf("--env-file %s: %w", name, err)
+	}
+	return lines, nil
+}
+
+// commandStatus maps pkg/run's *ExitError to the command's exit status. A command that
+// ran and failed prints nothing (its status says it); one that could not be started
+// (126, 127) or was OOM-killed gets its one line.
+func commandStatus(err error) (int, string, bool) {
+	var ee *run.ExitError
+	if !errors.As(err, &ee) {
+		return 0, "", false
+	}
+	if ee.Err != nil {
+		return ee.Code, err.Error(), true
+	}
+	return ee.Code, "", true
+}

@@ -1,0 +1,143 @@
+package layers
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/imgrun/imgrun/pkg/registry"
+)
+
+// DefaultJobs is how many layers Pull downloads at once unless told otherwise.
+const DefaultJobs = 3
+
+// PullOptions configure Pull.
+type PullOptions struct {
+	Platform ocispec.Platform // the zero value means registry.HostPlatform()
+	Jobs     int              // concurrent layer downloads; <= 0 means DefaultJobs
+	Progress ProgressFunc     // may be nil
+	// LayerReady, when set, is called once per layer as soon as it is verified in the
+	// store (downloaded or already cached), with its position in the manifest. It runs
+	// on the goroutine that fetched the layer, in any order, and must return quickly. An
+	// unpacker uses it to start on the first layers while later ones still download;
+	// the image is in index.json only when Pull returns.
+	LayerReady func(i int, l Layer)
+}
+
+// Pull resolves src for a platform, stores its index, manifest and config, downloads and
+// verifies every layer it does not hold yet (Jobs at a time) and records the image in
+// index.json, replacing an older entry for the same reference and platform.
+//
+// Blobs already in the store are never requested again: Resolve is given the store's
+// verified manifests and configs, so a tag whose digest is still current costs one
+// manifest HEAD, and a cached digest reference costs no request at all.
+func (s *Store) Pull(ctx context.Context, src registry.Source, o PullOptions) (*Image, error) {
+	img, err := s.pull(ctx, src, o)
+	if err != nil {
+		return nil, fmt.Errorf("pull %s: %w", src.Reference(), err)
+	}
+	return img, nil
+}
+
+func (s *Store) pull(ctx context.Context, src registry.Source, o PullOptions) (*Image, error) {
+	platform := o.Platform
+	if platform.OS == "" {
+		platform = registry.HostPlatform()
+	}
+	jobs := o.Jobs
+	if jobs <= 0 {
+		jobs = DefaultJobs
+	}
+	ref := src.Reference().String()
+	progress := o.Progress
+	if progress != nil {
+		progress = func(e Event) {
+			e.Ref = ref
+			o.Progress(e)
+		}
+	}
+
+	// Shared gc.lock for the whole pull: GC must not collect blobs between their commit
+	// and the index.json entry that references them.
+	release, err := s.Hold(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+
+	progress.emit(Event{Kind: EventResolve})
+	ri, err := src.Resolve(ctx, platform, s.known(ctx))
+	if err != nil {
+		return nil, err
+	}
+	if err := checkImage(&ri.Manifest, &ri.Config); err != nil {
+		return nil, err
+	}
+	if err := s.putResolved(ri); err != nil {
+		return nil, err
+	}
+	rec := Record{Ref: ref, Platform: ri.Platform, Descriptor: ri.Descriptor}
+	if rec.Platform.OS == "" {
+		rec.Platform = platform
+	}
+	if ri.Index != nil {
+		rec.Index = ri.Index.Digest
+	}
+	img := &Image{Record: rec, Manifest: ri.Manifest, Config: ri.Config, ConfigBytes: ri.ConfigBytes, store: s}
+	progress.emit(Event{Kind: EventResolved, Digest: ri.Descriptor.Digest, Total: img.Size()})
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(jobs)
+	layers := img.Layers()
+	for i, l := range layers {
+		g.Go(func() error {
+			if err := s.Ensure(gctx, l.Descriptor, src, progress); err != nil {
+				return err
+			}
+			if o.LayerReady != nil {
+				o.LayerReady(i, l)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+
+	if err := s.putRecord(ctx, rec); err != nil {
+		return nil, fmt.Errorf("update index.json: %w", err)
+	}
+	progress.emit(Event{Kind: EventDone, Digest: ri.Descriptor.Digest, Total: img.Size(), Done: img.Size()})
+	return img, nil
+}
+
+// known serves Resolve the manifests, indexes and configs the store already holds,
+// verified against their digests.
+func (s *Store) known(ctx context.Context) registry.KnownFunc {
+	return func(d digest.Digest) ([]byte, bool) {
+		data, err := s.ReadBlob(ctx, d, registry.MaxManifestSize)
+		if err != nil {
+			return nil, false
+		}
+		return data, true
+	}
+}
+
+// putResolved commits the small blobs Resolve returned (each re-verified by putBlob).
+func (s *Store) putResolved(ri *registry.Image) error {
+	if ri.Index != nil && ri.IndexBytes != nil {
+		if err := s.putBlob(ri.Index.Digest, ri.IndexBytes); err != nil {
+			return fmt.Errorf("index %s: %w", ri.Index.Digest, err)
+		}
+	}
+	if err := s.putBlob(ri.Descriptor.Digest, ri.ManifestBytes); err != nil {
+		return fmt.Errorf("manifest %s: %w", ri.Descriptor.Digest, err)
+	}
+	if err := s.putBlob(ri.Manifest.Config.Digest, ri.ConfigBytes); err != nil {
+		return fmt.Errorf("config %s: %w", ri.Manifest.Config.Digest, err)
+	}
+	return nil
+}

@@ -1,0 +1,338 @@
+package rootfs
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// Apply applies one uncompressed layer tar, read from r, onto the directory root, which may
+// already hold the layers below it. Entries are applied in tar order with the semantics in the
+// package documentation; nothing outside root is created, written, linked to, changed or
+// removed, whatever the entries say.
+//
+// An entry that cannot be applied stops Apply with an [*EntryError] naming it; unsafe names wrap
+// [ErrUnsafePath], exceeded [Limits] wrap [ErrLimit]. On error the state of root is undefined:
+// callers that need atomicity apply into a temporary directory (as [Flatten] does).
+//
+// Apply needs Linux 5.6 or later (openat2).
+func Apply(ctx context.Context, root string, r io.Reader, opts ...ApplyOption) error {
+	o, err := makeApplyOptions(opts)
+	if err != nil {
+		return err
+	}
+	rootFd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("apply layer: open root %s: %w", root, &os.PathError{Op: "open", Path: root, Err: err})
+	}
+	a := newApplier(o, rootFd)
+	defer a.close()
+
+	tr := tar.NewReader(r)
+	for {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("apply layer: %w", err)
+		}
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("apply layer: read tar: %w", err)
+		}
+		if err := a.entry(hdr, tr); err != nil {
+			return err
+		}
+	}
+	if err := a.finish(); err != nil {
+		return fmt.Errorf("apply layer: %w", err)
+	}
+	return nil
+}
+
+// applier holds the state of one Apply: the root fd, cached parent directories and what must
+// happen at the end of the layer (opaque directories, directory times, final modes).
+type applier struct {
+	o      *applyOptions
+	rootFd int
+	umask  uint32
+	euid   int
+
+	parents parentCache
+
+	// created holds the cleaned names this layer created (true) and their ancestors (false);
+	// opaque markers keep exactly these paths.
+	created map[string]bool
+	opaque  []string
+	dirs    []dirMeta
+
+	// rootless bookkeeping: directories made u+rwx while applying, restored at the end.
+	restore     []modeFix
+	restoreSeen map[devIno]bool
+
+	entries, total int64
+	warned         map[string]bool
+}
+
+type dirMeta struct {
+	name         string
+	atime, mtime unix.Timespec
+	mode         uint32 // final mode to set at the end (rootless only; 0 = none)
+	fixMode      bool
+}
+
+type modeFix struct {
+	fd   int
+	mode uint32
+}
+
+type devIno struct{ dev, ino uint64 }
+
+func newApplier(o *applyOptions, rootFd int) *applier {
+	return &applier{
+		o:       o,
+		rootFd:  rootFd,
+		umask:   processUmask(),
+		euid:    os.Geteuid(),
+		parents: parentCache{rootFd: rootFd},
+		created: make(map[string]bool),
+		warned:  make(map[string]bool),
+	}
+}
+
+func (a *applier) close() {
+	a.parents.closeAll()
+	for _, f := range a.restore {
+		unix.Close(f.fd)
+	}
+	a.restore = nil
+	unix.Close(a.rootFd)
+}
+
+// warnOnce logs msg the first time key is seen in this Apply.
+func (a *applier) warnOnce(key, msg string, args ...any) {
+	if a.warned[key] {
+		return
+	}
+	a.warned[key] = true
+	a.o.logger.Warn(msg, args...)
+}
+
+func entryErr(hdr *tar.Header, op string, err error) error {
+	return &EntryError{Name: hdr.Name, Op: op, Err: err}
+}
+
+// entry applies one tar header (and its body, read from r).
+func (a *applier) entry(hdr *tar.Header, r io.Reader) error {
+	lim := &a.o.limits
+	a.entries++
+	if a.entries > lim.MaxEntries {
+		return entryErr(hdr, "check", fmt.Errorf("%w: more than %d entries", ErrLimit, lim.MaxEntries))
+	}
+	if len(hdr.Name) > lim.MaxPathLen || len(hdr.Linkname) > lim.MaxPathLen {
+		return entryErr(hdr, "check", fmt.Errorf("%w: name or link target longer than %d bytes", ErrLimit, lim.MaxPathLen))
+	}
+	switch hdr.Typeflag {
+	case tar.TypeXGlobalHeader:
+		return nil // global PAX records carry no file
+	case typeGNUVolHdr:
+		a.warnOnce("volhdr", "skipping GNU volume header", "name", hdr.Name)
+		return nil
+	case tar.TypeGNUSparse:
+		return entryErr(hdr, "check", fmt.Errorf("%w: sparse file", ErrUnsupportedEntry))
+	}
+	for k := range hdr.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return entryErr(hdr, "check", fmt.Errorf("%w: sparse file", ErrUnsupportedEntry))
+		}
+	}
+
+	name, err := cleanName(hdr.Name)
+	if err != nil {
+		return entryErr(hdr, "check", err)
+	}
+	if depth := strings.Count(name, "/") + 1; depth > lim.MaxPathDepth {
+		return entryErr(hdr, "check", fmt.Errorf("%w: %d path components, more than %d", ErrLimit, depth, lim.MaxPathDepth))
+	}
+	dir, base := splitName(name)
+	if strings.HasPrefix(base, WhiteoutPrefix) {
+		return a.whiteout(hdr, dir, base)
+	}
+	if strings.Contains(dir, WhiteoutPrefix) && hasWhiteoutComponent(dir) {
+		return entryErr(hdr, "check", fmt.Errorf("%w: whiteout name used as a directory", ErrUnsafePath))
+	}
+
+	if name == "." {
+		// The root's type is fixed: only a directory entry may touch it, and only its metadata.
+		if hdr.Typeflag != tar.TypeDir {
+			return entryErr(hdr, "check", fmt.Errorf("%w: entry of type %q would replace the root", ErrUnsafePath, hdr.Typeflag))
+		}
+		return a.dir(hdr, name, a.rootFd, ".")
+	}
+
+	switch hdr.Typeflag {
+	case tar.TypeReg, tar.TypeRegA, tar.TypeDir, tar.TypeSymlink, tar.TypeLink, tar.TypeFifo:
+	case tar.TypeChar, tar.TypeBlock:
+		if a.o.rootless {
+			a.warnOnce("device", "skipping device nodes: not running as root", "first", hdr.Name)
+			return nil
+		}
+	default:
+		return entryErr(hdr, "check", fmt.Errorf("%w: type %q", ErrUnsupportedEntry, hdr.Typeflag))
+	}
+
+	pfd, err := a.parent(dir, true)
+	if err != nil {
+		return entryErr(hdr, "resolve parent", err)
+	}
+	switch hdr.Typeflag {
+	case tar.TypeReg, tar.TypeRegA:
+		if hdr.Size > lim.MaxFileSize {
+			return entryErr(hdr, "check", fmt.Errorf("%w: file of %d bytes, more than %d", ErrLimit, hdr.Size, lim.MaxFileSize))
+		}
+		if a.total += hdr.Size; a.total > lim.MaxTotalBytes {
+			return entryErr(hdr, "check", fmt.Errorf("%w: more than %d bytes of files", ErrLimit, lim.MaxTotalBytes))
+		}
+		err = a.file(hdr, r, pfd, base)
+	case tar.TypeDir:
+		err = a.dir(hdr, name, pfd, base)
+	case tar.TypeSymlink:
+		err = a.symlink(hdr, pfd, base)
+	case tar.TypeLink:
+		err = a.hardlink(hdr, name, pfd, base)
+	default: // fifo, char, block
+		err = a.node(hdr, pfd, base)
+	}
+	if err != nil {
+		return err
+	}
+	a.markCreated(name)
+	return nil
+}
+
+// markCreated records name, and its ancestors as containing created paths, for opaque markers.
+func (a *applier) markCreated(name string) {
+	a.created[name] = true
+	for {
+		i := strings.LastIndexByte(name, '/')
+		if i < 0 {
+			return
+		}
+		name = name[:i]
+		if _, ok := a.created[name]; ok {
+			return
+		}
+		a.created[name] = false
+	}
+}
+
+// finish runs the end-of-layer work: opaque directories, directory times, final modes.
+func (a *applier) finish() error {
+	for _, dir := range a.opaque {
+		if err := a.applyOpaque(dir); err != nil {
+			return fmt.Errorf("opaque directory %q: %w", dir, err)
+		}
+	}
+	// Times first: they need path resolution, which restrictive final modes could block.
+	var fixes []modeFix
+	defer func() {
+		for _, f := range fixes {
+			unix.Close(f.fd)
+		}
+	}()
+	for _, d := range a.dirs {
+		fd, err := a.dirTimes(d)
+		if err != nil {
+			return fmt.Errorf("directory %q: %w", d.name, err)
+		}
+		if fd >= 0 {
+			fixes = append(fixes, modeFix{fd: fd, mode: d.mode})
+		}
+	}
+	// Then modes: directories this layer made writable go back to what they were, then the
+	// final modes of this layer's directories, deepest (latest) first.
+	for i := len(a.restore) - 1; i >= 0; i-- {
+		if err := chmodFd(a.restore[i].fd, a.restore[i].mode); err != nil {
+			return err
+		}
+	}
+	for i := len(fixes) - 1; i >= 0; i-- {
+		if err := chmodFd(fixes[i].fd, fixes[i].mode); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dirTimes sets a directory's times at the end of the layer. If the directory needs a final mode
+// (rootless), it returns an O_PATH fd to it, else -1.
+func (a *applier) dirTimes(d dirMeta) (int, error) {
+	dir, base := splitName(d.name)
+	pfd := a.rootFd
+	if d.name != "." {
+		var err error
+		pfd, err = a.parent(dir, false)
+		if err != nil {
+			if gone(err) {
+				return -1, nil // removed or replaced later in this layer
+			}
+			return -1, err
+		}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(pfd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if gone(err) {
+			return -1, nil
+		}
+		return -1, err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return -1, nil // replaced by a later entry of another type
+	}
+	ts := []unix.Timespec{d.atime, d.mtime}
+	if err := unix.UtimesNanoAt(pfd, base, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return -1, fmt.Errorf("utimensat: %w", err)
+	}
+	if !d.fixMode {
+		return -1, nil
+	}
+	fd, err := unix.Openat(pfd, base, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("open: %w", err)
+	}
+	return fd, nil
+}
+
+// gone reports errors meaning a path no longer exists as a directory.
+func gone(err error) bool {
+	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR)
+}
+
+// copyBufs holds 1 MiB buffers for file bodies, shared by concurrent Applies.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
+
+// processUmask reads the umask without changing it (umask(2) is process-wide and racy).
+func processUmask() uint32 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err == nil {
+		for line := range strings.Lines(string(b)) {
+			if v, ok := strings.CutPrefix(line, "Umask:"); ok {
+				var m uint32
+				if _, err := fmt.Sscanf(strings.TrimSpace(v), "%o", &m); err == nil {
+					return m
+				}
+			}
+		}
+	}
+	return 0o777 // unknown: assume the worst, so modes are always set explicitly
+}
+
+// typeGNUVolHdr is GNU tar's volume label ('V'): a header with no file, safe to skip.
+const typeGNUVolHdr = 'V'

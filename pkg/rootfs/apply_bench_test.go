@@ -1,0 +1,54 @@
+package rootfs
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/imgrun/imgrun/internal/tartest"
+)
+
+// benchLayer is a deterministic layer of about 10k entries shaped like a distribution layer:
+// 400 directories of 24 small files (1–4 KiB), a symlink and a hard link in each.
+func benchLayer() []byte {
+	var ents []tartest.Entry
+	body := bytes.Repeat([]byte("0123456789abcdef"), 256)
+	for d := range 400 {
+		dir := fmt.Sprintf("usr/share/pkg%03d/sub%d", d, d%7)
+		ents = append(ents, tartest.Dir(dir+"/"))
+		for f := range 24 {
+			n := 1024 + (d*24+f)%3072
+			ents = append(ents, tartest.File(fmt.Sprintf("%s/file%02d", dir, f), string(body[:n])))
+		}
+		ents = append(ents, tartest.Symlink(dir+"/link", "file00"), tartest.Link(dir+"/hard", dir+"/file01"))
+	}
+	return tartest.Tar(ents...)
+}
+
+// BenchmarkApply applies benchLayer into a fresh directory per iteration.
+func BenchmarkApply(b *testing.B) {
+	layer := benchLayer()
+	base := b.TempDir()
+	b.SetBytes(int64(len(layer)))
+	i := 0
+	for b.Loop() {
+		b.StopTimer()
+		root := filepath.Join(base, fmt.Sprint(i))
+		i++
+		if err := os.Mkdir(root, 0o755); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		if err := Apply(b.Context(), root, bytes.NewReader(layer)); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		if err := os.RemoveAll(root); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(400*27), "ns/entry")
+}

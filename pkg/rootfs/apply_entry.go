@@ -1,0 +1,279 @@
+package rootfs
+
+import (
+	"archive/tar"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+
+	"golang.org/x/sys/unix"
+)
+
+// errKeepDir tells a directory entry that a directory is already there: keep it and its contents.
+var errKeepDir = errors.New("directory exists")
+
+// create runs mk, which creates base in pfd exclusively. If something is already there it is
+// removed first (a directory with everything in it, a symlink itself, never what it points to)
+// and mk runs again; with keepDir an existing directory is kept and errKeepDir returned.
+func (a *applier) create(pfd int, base string, keepDir bool, mk func() error) error {
+	err := a.writable(pfd, mk)
+	if err != unix.EEXIST {
+		return err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(pfd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("stat existing: %w", err)
+	}
+	if keepDir && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		return errKeepDir
+	}
+	if err := a.removeAt(pfd, base, st.Mode); err != nil {
+		return fmt.Errorf("replace existing: %w", err)
+	}
+	return a.writable(pfd, mk)
+}
+
+// removeAt removes base in pfd whose lstat mode is mode: a directory with all its contents, or
+// any other entry (a symlink is removed itself). Removing a directory or a symlink can change
+// what later names resolve to, so cached parents are dropped.
+func (a *applier) removeAt(pfd int, base string, mode uint32) error {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		a.parents.invalidate()
+		return a.removeAllAt(pfd, base)
+	case unix.S_IFLNK:
+		a.parents.invalidate()
+	}
+	return a.writable(pfd, func() error { return unix.Unlinkat(pfd, base, 0) })
+}
+
+// file creates a regular file and copies its body from r.
+func (a *applier) file(hdr *tar.Header, r io.Reader, pfd int, base string) error {
+	fd := -1
+	perm := uint32(hdr.Mode) & 0o777
+	err := a.create(pfd, base, false, func() error {
+		var err error
+		fd, err = unix.Openat(pfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, perm)
+		return err
+	})
+	if err != nil {
+		return entryErr(hdr, "create", err)
+	}
+	defer unix.Close(fd)
+	if hdr.Size > 0 {
+		if err := copyToFd(fd, r, hdr.Size); err != nil {
+			return entryErr(hdr, "write", err)
+		}
+	}
+	return a.meta(hdr, pfd, base, fd)
+}
+
+// copyToFd writes exactly size bytes from r to fd with a pooled buffer (no per-file allocation,
+// no os.File: regular files need no poller).
+func copyToFd(fd int, r io.Reader, size int64) error {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
+	var done int64
+	for done < size {
+		n, err := r.Read(buf[:min(int64(len(buf)), size-done)])
+		for w := buf[:n]; len(w) > 0; {
+			m, werr := unix.Write(fd, w)
+			if werr == unix.EINTR {
+				continue
+			}
+			if werr != nil {
+				return werr
+			}
+			w = w[m:]
+		}
+		done += int64(n)
+		if err == io.EOF {
+			if done < size {
+				return io.ErrUnexpectedEOF
+			}
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// dir creates a directory, or keeps an existing one and updates its metadata. Its times are set
+// at the end of the layer, after its contents.
+func (a *applier) dir(hdr *tar.Header, name string, pfd int, base string) error {
+	mode := uint32(hdr.Mode) & 0o7777
+	applied := mode
+	if a.o.rootless {
+		applied |= 0o700 // the layer (and later ones) must be able to fill it
+	}
+	if base != "." {
+		err := a.create(pfd, base, true, func() error { return unix.Mkdirat(pfd, base, applied&0o777) })
+		if err != nil && err != errKeepDir {
+			return entryErr(hdr, "mkdir", err)
+		}
+	}
+	if err := a.owner(hdr, pfd, base, -1); err != nil {
+		return err
+	}
+	if err := chmodAt(pfd, base, applied); err != nil {
+		return entryErr(hdr, "chmod", err)
+	}
+	if a.wantsXattrs(hdr) {
+		fd, err := unix.Openat(pfd, base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return entryErr(hdr, "open", err)
+		}
+		err = a.xattrs(hdr, fd)
+		unix.Close(fd)
+		if err != nil {
+			return err
+		}
+	}
+	a.dirs = append(a.dirs, dirMeta{
+		name:    name,
+		atime:   atime(hdr),
+		mtime:   unix.NsecToTimespec(hdr.ModTime.UnixNano()),
+		mode:    mode,
+		fixMode: applied != mode,
+	})
+	return nil
+}
+
+// symlink creates a symlink with its target verbatim; the target is never followed here.
+func (a *applier) symlink(hdr *tar.Header, pfd int, base string) error {
+	err := a.create(pfd, base, false, func() error { return unix.Symlinkat(hdr.Linkname, pfd, base) })
+	if err != nil {
+		return entryErr(hdr, "symlink", err)
+	}
+	if err := a.owner(hdr, pfd, base, -1); err != nil {
+		return err
+	}
+	return a.times(hdr, pfd, base)
+}
+
+// hardlink links base to the entry's target, resolved in the root. The target may come from a
+// lower layer or an earlier entry; a symlink target is linked itself (CVE-2021-32760), and the
+// link entry's own metadata is not applied to the shared inode.
+func (a *applier) hardlink(hdr *tar.Header, name string, pfd int, base string) error {
+	target, err := cleanLinkName(hdr.Linkname)
+	if err != nil {
+		return entryErr(hdr, "link", err)
+	}
+	tdir, tbase := splitName(target)
+	tpfd := a.rootFd
+	if tdir != "" {
+		tpfd, err = a.openDir(tdir, false)
+		if err != nil {
+			return entryErr(hdr, "link", fmt.Errorf("target %q: %w", hdr.Linkname, err))
+		}
+		defer unix.Close(tpfd)
+	}
+	var tst unix.Stat_t
+	if err := unix.Fstatat(tpfd, tbase, &tst, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return entryErr(hdr, "link", fmt.Errorf("target %q: %w", hdr.Linkname, err))
+	}
+	if tst.Mode&unix.S_IFMT == unix.S_IFDIR {
+		return entryErr(hdr, "link", fmt.Errorf("%w: target %q is a directory", ErrUnsupportedEntry, hdr.Linkname))
+	}
+	var st unix.Stat_t
+	if unix.Fstatat(pfd, base, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Dev == tst.Dev && st.Ino == tst.Ino {
+		return nil // already this inode (e.g. a link to itself)
+	}
+	err = a.create(pfd, base, false, func() error { return unix.Linkat(tpfd, tbase, pfd, base, 0) })
+	if err != nil {
+		return entryErr(hdr, "link", err)
+	}
+	return nil
+}
+
+// node creates a FIFO or a device node (the caller skips devices when rootless).
+func (a *applier) node(hdr *tar.Header, pfd int, base string) error {
+	perm := uint32(hdr.Mode) & 0o777
+	var typ uint32
+	var dev int
+	switch hdr.Typeflag {
+	case tar.TypeFifo:
+		typ = unix.S_IFIFO
+	case tar.TypeChar, tar.TypeBlock:
+		typ = unix.S_IFCHR
+		if hdr.Typeflag == tar.TypeBlock {
+			typ = unix.S_IFBLK
+		}
+		if hdr.Devmajor < 0 || hdr.Devminor < 0 || hdr.Devmajor > math.MaxUint32 || hdr.Devminor > math.MaxUint32 {
+			return entryErr(hdr, "mknod", fmt.Errorf("device number %d:%d out of range", hdr.Devmajor, hdr.Devminor))
+		}
+		dev = int(unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor)))
+	}
+	err := a.create(pfd, base, false, func() error { return unix.Mknodat(pfd, base, typ|perm, dev) })
+	if err != nil {
+		return entryErr(hdr, "mknod", err)
+	}
+	return a.meta(hdr, pfd, base, -1)
+}
+
+// meta applies owner, mode, xattrs and times to a new regular file (fd >= 0) or node (fd < 0),
+// in that order: chown clears setuid bits and security.capability, so they come after it.
+func (a *applier) meta(hdr *tar.Header, pfd int, base string, fd int) error {
+	if err := a.owner(hdr, pfd, base, fd); err != nil {
+		return err
+	}
+	mode := uint32(hdr.Mode) & 0o7777
+	if mode&0o7000 != 0 || mode&a.umask != 0 {
+		var err error
+		if fd >= 0 {
+			err = unix.Fchmod(fd, mode)
+		} else {
+			err = chmodAt(pfd, base, mode)
+		}
+		if err != nil {
+			return entryErr(hdr, "chmod", err)
+		}
+	}
+	if fd >= 0 && a.wantsXattrs(hdr) {
+		if err := a.xattrs(hdr, fd); err != nil {
+			return err
+		}
+	}
+	return a.times(hdr, pfd, base)
+}
+
+// owner sets the entry's uid/gid as root (by fd, or without following base). Rootless, the
+// owner is recorded by xattrs instead.
+func (a *applier) owner(hdr *tar.Header, pfd int, base string, fd int) error {
+	if hdr.Uid < 0 || hdr.Gid < 0 || hdr.Uid >= math.MaxUint32 || hdr.Gid >= math.MaxUint32 {
+		return entryErr(hdr, "chown", fmt.Errorf("owner %d:%d out of range", hdr.Uid, hdr.Gid))
+	}
+	if a.o.rootless {
+		return nil
+	}
+	var err error
+	if fd >= 0 {
+		err = unix.Fchown(fd, hdr.Uid, hdr.Gid)
+	} else {
+		err = unix.Fchownat(pfd, base, hdr.Uid, hdr.Gid, unix.AT_SYMLINK_NOFOLLOW)
+	}
+	if err != nil {
+		return entryErr(hdr, "chown", err)
+	}
+	return nil
+}
+
+// times sets atime and mtime of base without following it.
+func (a *applier) times(hdr *tar.Header, pfd int, base string) error {
+	ts := []unix.Timespec{atime(hdr), unix.NsecToTimespec(hdr.ModTime.UnixNano())}
+	if err := unix.UtimesNanoAt(pfd, base, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return entryErr(hdr, "utimes", err)
+	}
+	return nil
+}
+
+func atime(hdr *tar.Header) unix.Timespec {
+	if hdr.AccessTime.IsZero() {
+		return unix.NsecToTimespec(hdr.ModTime.UnixNano())
+	}
+	return unix.NsecToTimespec(hdr.AccessTime.UnixNano())
+}

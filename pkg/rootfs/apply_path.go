@@ -1,0 +1,234 @@
+package rootfs
+
+import (
+	"fmt"
+	"path"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// cleanName turns an entry name into a clean path relative to the root ("." for the root).
+// Absolute names are relative to the root; names that are empty, contain NUL, end in "." or
+// "..", or climb out of the root are rejected rather than rewritten.
+func cleanName(name string) (string, error) {
+	if name == "" {
+		return "", fmt.Errorf("%w: empty name", ErrUnsafePath)
+	}
+	if strings.IndexByte(name, 0) >= 0 {
+		return "", fmt.Errorf("%w: NUL in name", ErrUnsafePath)
+	}
+	n := strings.TrimRight(name, "/")
+	if n == "" {
+		return ".", nil // "/"
+	}
+	base := n[strings.LastIndexByte(n, '/')+1:]
+	if base == ".." || (base == "." && n != ".") {
+		return "", fmt.Errorf("%w: name ends in %q", ErrUnsafePath, base)
+	}
+	c := path.Clean(strings.TrimLeft(n, "/"))
+	if c == ".." || strings.HasPrefix(c, "../") {
+		return "", fmt.Errorf("%w: name escapes the root", ErrUnsafePath)
+	}
+	return c, nil
+}
+
+// cleanLinkName cleans a hard link target: like a name, relative to the root, never the root.
+func cleanLinkName(name string) (string, error) {
+	c, err := cleanName(name)
+	if err != nil {
+		return "", err
+	}
+	if c == "." {
+		return "", fmt.Errorf("%w: link target is the root", ErrUnsafePath)
+	}
+	return c, nil
+}
+
+// splitName splits a clean name into its parent ("" for the root) and base.
+func splitName(name string) (dir, base string) {
+	i := strings.LastIndexByte(name, '/')
+	if i < 0 {
+		return "", name
+	}
+	return name[:i], name[i+1:]
+}
+
+func hasWhiteoutComponent(dir string) bool {
+	for c := range strings.SplitSeq(dir, "/") {
+		if strings.HasPrefix(c, WhiteoutPrefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// resolveInRoot opens dir (a clean name) as an O_PATH directory fd, resolving every component
+// inside the root: ".." and absolute symlinks stop at the root, as under chroot. The kernel
+// enforces this (openat2 RESOLVE_IN_ROOT), so no lookup can leave the root, whatever symlinks
+// earlier entries or layers made.
+func resolveInRoot(rootFd int, dir string, flags uint64) (int, error) {
+	how := unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC | flags,
+		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
+	}
+	for range 16 {
+		fd, err := unix.Openat2(rootFd, dir, &how)
+		if err == unix.EAGAIN || err == unix.EINTR {
+			continue // a concurrent rename somewhere on the system; the kernel asks to retry
+		}
+		if err != nil {
+			return -1, err
+		}
+		return fd, nil
+	}
+	return -1, unix.EAGAIN
+}
+
+// parentCache keeps a few resolved parent directory fds keyed by clean name, so that the many
+// entries of one directory resolve it once. Removing a directory or symlink anywhere may change
+// what a name resolves to, so the applier invalidates the whole cache on any such removal.
+type parentCache struct {
+	rootFd  int
+	entries [8]cachedDir
+	next    int
+	// stale fds are closed at the next lookup, not at invalidation: the entry being applied may
+	// still be using one of them.
+	stale []int
+}
+
+type cachedDir struct {
+	name string
+	fd   int // 0 = empty slot (fd 0 is never a directory we opened)
+}
+
+func (c *parentCache) lookup(name string) (int, bool) {
+	if len(c.stale) > 0 {
+		for _, fd := range c.stale {
+			unix.Close(fd)
+		}
+		c.stale = c.stale[:0]
+	}
+	for i := range c.entries {
+		if e := &c.entries[i]; e.fd > 0 && e.name == name {
+			return e.fd, true
+		}
+	}
+	return -1, false
+}
+
+func (c *parentCache) add(name string, fd int) {
+	e := &c.entries[c.next]
+	c.next = (c.next + 1) % len(c.entries)
+	if e.fd > 0 {
+		c.stale = append(c.stale, e.fd)
+	}
+	*e = cachedDir{name: name, fd: fd}
+}
+
+func (c *parentCache) invalidate() {
+	for i := range c.entries {
+		if e := &c.entries[i]; e.fd > 0 {
+			c.stale = append(c.stale, e.fd)
+			*e = cachedDir{}
+		}
+	}
+}
+
+func (c *parentCache) closeAll() {
+	c.invalidate()
+	for _, fd := range c.stale {
+		unix.Close(fd)
+	}
+	c.stale = nil
+}
+
+// parent returns a directory fd for dir ("" is the root), owned by the cache: valid until the
+// next call of parent. With create, missing directories are created inside the root (0755).
+func (a *applier) parent(dir string, create bool) (int, error) {
+	if dir == "" {
+		return a.rootFd, nil
+	}
+	if fd, ok := a.parents.lookup(dir); ok {
+		return fd, nil
+	}
+	fd, err := a.openDir(dir, create)
+	if err != nil {
+		return -1, err
+	}
+	a.parents.add(dir, fd)
+	return fd, nil
+}
+
+// openDir resolves dir in the root, creating missing components when create is set; the caller
+// owns the returned fd.
+func (a *applier) openDir(dir string, create bool) (int, error) {
+	fd, err := resolveInRoot(a.rootFd, dir, 0)
+	if err == unix.EACCES && a.o.rootless {
+		if err := a.makeTraversable(dir); err != nil {
+			return -1, err
+		}
+		fd, err = resolveInRoot(a.rootFd, dir, 0)
+	}
+	if err == nil {
+		return fd, nil
+	}
+	if err != unix.ENOENT || !create {
+		return -1, fmt.Errorf("open %q in root: %w", dir, err)
+	}
+	// Create the missing directory under its (recursively ensured) parent.
+	pdir, base := splitName(dir)
+	pfd := a.rootFd
+	if pdir != "" {
+		pfd, err = a.openDir(pdir, true)
+		if err != nil {
+			return -1, err
+		}
+		defer unix.Close(pfd)
+	}
+	err = a.writable(pfd, func() error { return unix.Mkdirat(pfd, base, 0o755) })
+	switch {
+	case err == nil && a.umask&0o755 != 0:
+		// Parents the layer did not list are 0755 like docker's, whatever our umask.
+		if err := chmodAt(pfd, base, 0o755); err != nil {
+			return -1, fmt.Errorf("chmod %q: %w", dir, err)
+		}
+	case err != nil && err != unix.EEXIST:
+		return -1, fmt.Errorf("mkdir %q in root: %w", dir, err)
+	}
+	fd, err = resolveInRoot(a.rootFd, dir, 0)
+	if err != nil {
+		// EEXIST above and still no directory: a dangling symlink or a non-directory is in the way.
+		return -1, fmt.Errorf("open %q in root: %w", dir, err)
+	}
+	return fd, nil
+}
+
+// procFd is the /proc path of an fd, for the few calls that have no fd form for O_PATH fds.
+func procFd(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
+
+// chmodFd changes the mode of the inode an (O_PATH) fd refers to.
+func chmodFd(fd int, mode uint32) error {
+	if err := unix.Fchmodat(unix.AT_FDCWD, procFd(fd), mode, 0); err != nil {
+		return fmt.Errorf("chmod: %w", err)
+	}
+	return nil
+}
+
+// chmodAt changes the mode of base in dirfd without following a symlink there.
+func chmodAt(dirfd int, base string, mode uint32) error {
+	err := unix.Fchmodat(dirfd, base, mode, unix.AT_SYMLINK_NOFOLLOW)
+	if err == unix.EOPNOTSUPP || err == unix.ENOSYS {
+		// No fchmodat2 (Linux < 6.6), or base is a symlink (whose mode cannot change anyway).
+		var st unix.Stat_t
+		if err := unix.Fstatat(dirfd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return err
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+			return nil
+		}
+		return unix.Fchmodat(dirfd, base, mode, 0)
+	}
+	return err
+}

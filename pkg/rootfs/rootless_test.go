@@ -1,0 +1,236 @@
+package rootfs
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync/atomic"
+	"syscall"
+	"testing"
+
+	"github.com/imgrun/imgrun/internal/tartest"
+	"golang.org/x/sys/unix"
+)
+
+const rootlessChildEnv = "IMGRUN_ROOTFS_ROOTLESS_CHILD"
+
+// TestRootless re-runs this test binary as nobody (setpriv --reuid 65534) to run
+// TestRootlessChild and the hostile suite without privileges, in a directory nobody owns.
+func TestRootless(t *testing.T) {
+	requiresRoot(t)
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Skip("setpriv not installed")
+	}
+	dir, err := os.MkdirTemp("", "imgrun-rootless-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	// The test binary and the corpus must be reachable by nobody: copy them into its directory.
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "rootfs.test")
+	copyFile(t, self, bin, 0o755)
+	hostile := filepath.Join(dir, "testdata", "hostile")
+	if err := os.MkdirAll(hostile, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir(filepath.Join("testdata", "hostile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		copyFile(t, filepath.Join("testdata", "hostile", e.Name()), filepath.Join(hostile, e.Name()), 0o644)
+	}
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	err = filepath.Walk(dir, func(p string, _ os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, 65534, 65534)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"--reuid", "65534", "--regid", "65534", "--clear-groups", bin,
+		"-test.run", "^(TestRootlessChild|TestHostileRootless)$", "-test.v"}
+	cmd := exec.CommandContext(t.Context(), setpriv, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), rootlessChildEnv+"=1", "TMPDIR="+tmp, "HOME="+dir, "GOCOVERDIR="+tmp)
+	out, err := cmd.CombinedOutput()
+	t.Logf("rootless run:\n%s", out)
+	if err != nil {
+		t.Fatalf("rootless run failed: %v", err)
+	}
+	if !bytes.Contains(out, []byte("--- PASS: TestRootlessChild")) || !bytes.Contains(out, []byte("--- PASS: TestHostileRootless")) {
+		t.Fatal("rootless tests did not run")
+	}
+}
+
+func copyFile(t *testing.T, from, to string, perm os.FileMode) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, perm); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func rootlessChild(t *testing.T) {
+	t.Helper()
+	if os.Getenv(rootlessChildEnv) == "" {
+		t.Skip("run by TestRootless as an unprivileged user")
+	}
+	if os.Geteuid() == 0 {
+		t.Fatal("rootless child runs as root")
+	}
+}
+
+// TestHostileRootless is the hostile suite without privileges (devices are skipped).
+func TestHostileRootless(t *testing.T) {
+	rootlessChild(t)
+	runHostile(t)
+}
+
+// countingHandler counts warnings.
+type countingHandler struct {
+	slog.Handler
+	warns *atomic.Int32
+}
+
+func (h countingHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level == slog.LevelWarn {
+		h.warns.Add(1)
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func TestRootlessChild(t *testing.T) {
+	rootlessChild(t)
+	root := t.TempDir()
+	t.Cleanup(func() { makeRemovable(root) })
+	var warns atomic.Int32
+	logger := slog.New(countingHandler{slog.NewTextHandler(io.Discard, nil), &warns})
+	layers := []L{
+		{
+			file("owned", "o", owner(1000, 1001), mode(0o640)),
+			file("rootfile", "r"),
+			file("gidonly", "g", owner(0, 5)),
+			file("su", "s", mode(0o4755), owner(0, 0)),
+			file("cap", "c", tartest.Xattr("security.capability", "\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00")),
+			dir("ro/", mode(0o555), owner(7, 7)),
+			file("ro/a", "a"),
+			dir("ro/sub/", mode(0o500)),
+			file("ro/sub/deep", "d", mode(0o400)),
+			tartest.Char("dev/null", 1, 3), tartest.Block("dev/sda", 8, 0),
+			tartest.Fifo("fifo"),
+			link("hl", "owned"),
+		},
+		{
+			file("ro/b", "b"), wh("ro/a"), file("ro/sub/deep2", "d2"),
+			dir("locked/", mode(0o000)), file("locked/x", "x"),
+		},
+		{wh("locked"), file("ro/sub/deep", "replaced")},
+	}
+	for i, l := range layers {
+		before := warns.Load()
+		if err := Apply(t.Context(), root, tartest.Reader(l...), WithLogger(logger)); err != nil {
+			t.Fatalf("layer %d: %v", i+1, err)
+		}
+		if i == 0 && warns.Load()-before != 1 {
+			t.Errorf("layer 1 logged %d warnings, want exactly 1 (devices skipped)", warns.Load()-before)
+		}
+	}
+	uid, gid := os.Geteuid(), os.Getegid()
+	o := fmt.Sprintf("%d:%d", uid, gid)
+	want := map[string]string{
+		"owned":        `file 0640 ` + o + ` "o"`,
+		"hl":           `file 0640 ` + o + ` "o"`,
+		"rootfile":     `file 0644 ` + o + ` "r"`,
+		"gidonly":      `file 0644 ` + o + ` "g"`,
+		"su":           `file 4755 ` + o + ` "s"`,
+		"cap":          `file 0644 ` + o + ` "c"`,
+		"ro":           "dir 0555 " + o,
+		"ro/b":         `file 0644 ` + o + ` "b"`,
+		"ro/sub":       "dir 0500 " + o,
+		"ro/sub/deep":  `file 0644 ` + o + ` "replaced"`,
+		"ro/sub/deep2": `file 0644 ` + o + ` "d2"`,
+		"fifo":         "fifo 0644 " + o,
+	}
+	if d := diffTrees(tree(t, root), want); d != "" {
+		t.Errorf("tree differs:\n%s", d)
+	}
+	for p, w := range map[string][2]uint32{"owned": {1000, 1001}, "gidonly": {0, 5}, "ro": {7, 7}, "rootfile": {0, 0}, "su": {0, 0}} {
+		buf := make([]byte, 64)
+		n, err := unix.Lgetxattr(filepath.Join(root, p), rootlessXattr, buf)
+		if w == [2]uint32{0, 0} {
+			if err == nil {
+				t.Errorf("%s: %s set for owner 0:0", p, rootlessXattr)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: %s: %v", p, rootlessXattr, err)
+			continue
+		}
+		u, g, ok := parseRootlessOwner(buf[:n])
+		if !ok || u != w[0] || g != w[1] {
+			t.Errorf("%s: owner xattr %x = %d:%d (%v), want %d:%d", p, buf[:n], u, g, ok, w[0], w[1])
+		}
+	}
+	if _, err := unix.Lgetxattr(filepath.Join(root, "cap"), "security.capability", make([]byte, 64)); err == nil {
+		t.Error("security.capability written rootless")
+	}
+	var st syscall.Stat_t
+	if err := syscall.Lstat(root, &st); err != nil || int(st.Uid) != uid {
+		t.Errorf("root owner %d, want %d (%v)", st.Uid, uid, err)
+	}
+}
+
+func TestRootlessOwnerEncoding(t *testing.T) {
+	for _, tc := range []struct {
+		uid, gid int
+		hex      string
+	}{
+		{0, 0, ""},
+		{1000, 0, "08e80710ffffffff0f"},
+		{0, 5, "08ffffffff0f1005"},
+		{1, 2, "08011002"},
+	} {
+		got := fmt.Sprintf("%x", rootlessOwner(tc.uid, tc.gid))
+		if got != tc.hex {
+			t.Errorf("rootlessOwner(%d, %d) = %s, want %s", tc.uid, tc.gid, got, tc.hex)
+		}
+		if tc.hex == "" {
+			continue
+		}
+		u, g, ok := parseRootlessOwner(rootlessOwner(tc.uid, tc.gid))
+		if !ok || int(u) != tc.uid || int(g) != tc.gid {
+			t.Errorf("round trip %d:%d gave %d:%d %v", tc.uid, tc.gid, u, g, ok)
+		}
+	}
+}
+
+// makeRemovable gives every directory under root u+rwx, so that an unprivileged RemoveAll can
+// delete the 0555 and 0000 directories images contain.
+func makeRemovable(root string) {
+	filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+		if err == nil && fi.IsDir() {
+			os.Chmod(p, 0o700)
+		}
+		return nil
+	})
+}

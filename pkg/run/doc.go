@@ -1,0 +1,56 @@
+// Package run is imgrun's launcher: it runs a command in a root file system the way
+// `docker run --rm` does, without a daemon.
+//
+// How do I use this package? Call MaybeInit first thing in main (and in TestMain), build a Spec
+// (SpecFromImage applies an image's config by docker's rules) and call Run:
+//
+//	func main() {
+//		run.MaybeInit() // the launcher re-executes this binary as the container's init
+//		spec, _ := run.SpecFromImage(img.Config.Config, run.Overrides{Args: os.Args[2:]})
+//		spec.Rootfs = os.Args[1]
+//		err := run.Run(ctx, spec, run.Stdio{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr})
+//		var exit *run.ExitError // the command's status, docker's codes
+//		...
+//	}
+//
+// # What a run is
+//
+// Run re-executes /proc/self/exe in new mount, UTS, IPC, PID and network namespaces (and a user
+// namespace mapping the caller to root when the caller is not root), with its parent-death
+// signal set to SIGKILL. The Spec travels as JSON over an inherited pipe, written only after the
+// new process is in the run's cgroup. That init process, PID 1 of the new PID namespace:
+//
+//   - makes every mount private and mounts the root: an overlay whose lower layer is
+//     Spec.Rootfs (never modified) and whose upper layer is in the run's directory (see
+//     Spec.StateDir; on a tmpfs when that file system cannot be an upper layer; a read-only
+//     bind of the rootfs when overlayfs is missing), nosuid and nodev;
+//   - mounts /proc (with docker's masked and read-only paths), /sys read-only, a tmpfs /dev with
+//     null, zero, full, random, urandom and tty bound from the host, devpts, /dev/shm and the
+//     usual symlinks, a tmpfs /tmp, and binds /etc/hosts, /etc/hostname, /etc/resolv.conf and
+//     Spec.Mounts. Every target is resolved inside the rootfs with openat2(RESOLVE_IN_ROOT) and
+//     mounted through its /proc/self/fd link; /proc, /sys and /dev may not be symlinks;
+//   - sets the host name, brings up lo (NetworkNone), pivot_roots into the new root and
+//     detaches the old one (chroot only where pivot_root cannot work: an initramfs root);
+//   - resolves Spec.User in the image's /etc/passwd and /etc/group (regular files of at most
+//     4 MiB, ids in 0..2^31-1), creates and enters the working directory (and checks getcwd),
+//     finds the command on the Spec's PATH inside the root;
+//   - drops the capability bounding set to docker's defaults, clears the inheritable and ambient
+//     sets, switches user and groups, sets no_new_privs, marks every descriptor above 2
+//     close-on-exec and executes the command.
+//
+// The command therefore becomes PID 1 itself: no process running imgrun's binary remains
+// (CVE-2019-5736), and the run behaves as `docker run` without --init. PID 1 receives only the
+// signals it installed handlers for; Run forwards SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1,
+// SIGUSR2 and SIGWINCH to it, as docker's signal proxy does, so Ctrl-C on `imgrun node` acts as
+// on `docker run node`. Reaping orphaned zombies is PID 1's job, as in docker without --init.
+// When PID 1 exits the kernel kills every other process of the namespace, so a daemon that
+// double-forks cannot outlive the run. Without Spec.TTY the command runs in a new session with
+// no controlling terminal (no TIOCSTI injection into the caller's terminal); with it, it gets a
+// new pseudo-terminal that Run relays.
+//
+// Limits are applied through a cgroup per run (v2 or v1), created only when Spec.Limits or
+// Spec.Stats ask for one. Run then kills what is left in it and removes it. All mounts of a
+// run live in its private mount namespace and disappear with it; the run's directory is removed
+// when Run returns, and a run directory left by an imgrun that was killed is removed by the next
+// Run with the same StateDir.
+package run

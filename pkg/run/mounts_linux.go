@@ -1,0 +1,314 @@
+package run
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// The run's root is an overlay: the image's tree is the read-only lower layer, the upper layer
+// and overlay work dir are in the run's directory (or KeepDir). Where overlayfs cannot use that
+// file system as upper layer (e.g. it is itself an overlay), the upper layer moves to a tmpfs;
+// where overlayfs is missing altogether, the root is a read-only bind of the rootfs (writes then
+// fail with EROFS except in /tmp, /dev/shm and bind mounts). Every mount is nosuid (unless
+// NewPrivileges) and nodev, so setuid files and device nodes shipped in an image are inert.
+
+// mountRoot mounts the run's root at c.RunDir/root and reports whether it is writable.
+func mountRoot(c *initConfig) (string, bool, error) {
+	target := filepath.Join(c.RunDir, "root")
+	flags := uintptr(unix.MS_NODEV)
+	if !c.Spec.NewPrivileges {
+		flags |= unix.MS_NOSUID
+	}
+	err := mountOverlay(c, target, c.Upper, c.Work, flags)
+	if err == nil {
+		return target, true, nil
+	}
+	if c.Spec.KeepDir == "" && !errors.Is(err, unix.ENODEV) {
+		// The upper file system cannot hold an overlay's upper layer: use memory instead.
+		tmp := filepath.Join(c.RunDir, "mem")
+		if err2 := os.Mkdir(tmp, 0o700); err2 != nil && !errors.Is(err2, os.ErrExist) {
+			return "", false, fmt.Errorf("overlay upper on tmpfs: %w", err2)
+		}
+		if err2 := unix.Mount("tmpfs", tmp, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0700"); err2 == nil {
+			up, wk := filepath.Join(tmp, "upper"), filepath.Join(tmp, "work")
+			if os.Mkdir(up, 0o755) == nil && os.Mkdir(wk, 0o700) == nil {
+				if err2 = mountOverlay(c, target, up, wk, flags); err2 == nil {
+					return target, true, nil
+				}
+			}
+		}
+	}
+	if c.Spec.KeepDir != "" {
+		return "", false, fmt.Errorf("mount overlay (needed by --keep): %w", err)
+	}
+	// No overlayfs: a read-only view of the rootfs.
+	if err := unix.Mount(c.Spec.Rootfs, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return "", false, &os.PathError{Op: "bind rootfs", Path: c.Spec.Rootfs, Err: err}
+	}
+	attr := uint64(unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NODEV)
+	if !c.Spec.NewPrivileges {
+		attr |= unix.MOUNT_ATTR_NOSUID
+	}
+	if err := unix.MountSetattr(unix.AT_FDCWD, target, unix.AT_RECURSIVE, &unix.MountAttr{Attr_set: attr}); err != nil {
+		return "", false, &os.PathError{Op: "remount rootfs read-only", Path: target, Err: err}
+	}
+	return target, false, nil
+}
+
+func mountOverlay(c *initConfig, target, upper, work string, flags uintptr) error {
+	var fds []int
+	defer func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}()
+	// Paths with the option separators , : \ are passed through their /proc/self/fd links.
+	opt := func(p string) (string, error) {
+		if !strings.ContainsAny(p, ",:\\") {
+			return p, nil
+		}
+		fd, err := unix.Open(p, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return "", &os.PathError{Op: "open", Path: p, Err: err}
+		}
+		fds = append(fds, fd)
+		return fdPath(fd), nil
+	}
+	lower, err := opt(c.Spec.Rootfs)
+	if err != nil {
+		return err
+	}
+	up, err := opt(upper)
+	if err != nil {
+		return err
+	}
+	wk, err := opt(work)
+	if err != nil {
+		return err
+	}
+	data := "lowerdir=" + lower + ",upperdir=" + up + ",workdir=" + wk
+	if c.Spec.KeepDir == "" {
+		// The layer is thrown away: no sync of the upper file system, in particular none at
+		// unmount (an ext4 journal commit that costs tens of ms at the end of every run).
+		data += ",volatile"
+	}
+	if c.Userns {
+		data += ",userxattr"
+	}
+	if err := unix.Mount("overlay", target, "overlay", flags, data); err != nil {
+		return &os.PathError{Op: "mount overlay", Path: target, Err: err}
+	}
+	return nil
+}
+
+// mountSystem mounts /proc, /sys, /dev, /tmp and the /etc files inside root, then the user's
+// bind mounts.
+func mountSystem(c *initConfig, root *os.File) error {
+	const nsx = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
+	if err := mountAt(root, "proc", true, true, "proc", "proc", nsx, ""); err != nil {
+		return err
+	}
+	if err := maskProc(root); err != nil {
+		return err
+	}
+	if err := mountSys(root); err != nil {
+		return err
+	}
+	if err := mountDev(c, root); err != nil {
+		return err
+	}
+	if err := mountAt(root, "tmp", true, false, "tmpfs", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=1777"); err != nil {
+		return err
+	}
+	// These files are a convenience: where the image's /etc cannot take them (a read-only
+	// root without them, or a rootless run over an /etc owned by an unmapped user) they are
+	// left out rather than failing the run.
+	for _, name := range []string{"hosts", "hostname", "resolv.conf"} {
+		err := mountAt(root, "etc/"+name, false, false, filepath.Join(c.RunDir, name), "", unix.MS_BIND, "")
+		if err != nil && !errors.Is(err, unix.EROFS) && !errors.Is(err, unix.EACCES) && !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.EOVERFLOW) {
+			return err
+		}
+	}
+	for _, m := range c.Spec.Mounts {
+		if err := bindMount(root, m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// maskProc hides the /proc files docker hides and makes the kernel knobs read-only.
+func maskProc(root *os.File) error {
+	for _, name := range []string{"kcore", "keys", "timer_list", "sched_debug", "latency_stats"} {
+		err := mountExisting(root, "proc/"+name, func(target string) error {
+			return unix.Mount("/dev/null", target, "", unix.MS_BIND, "")
+		})
+		if err != nil {
+			return err
+		}
+	}
+	for _, name := range []string{"acpi", "scsi"} {
+		err := mountExisting(root, "proc/"+name, func(target string) error {
+			return unix.Mount("tmpfs", target, "tmpfs", unix.MS_RDONLY, "size=0")
+		})
+		if err != nil {
+			return err
+		}
+	}
+	for _, name := range []string{"bus", "fs", "irq", "sys", "sysrq-trigger"} {
+		bound := false
+		err := mountExisting(root, "proc/"+name, func(target string) error {
+			bound = true
+			return unix.Mount(target, target, "", unix.MS_BIND|unix.MS_REC, "")
+		})
+		if err != nil {
+			return err
+		}
+		if bound { // the fd above still names the mount below: set the flag on the new one
+			if err := setReadOnly(root, "proc/"+name, true); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// mountExisting calls fn with the magic link of p inside root when p exists (in our fresh procfs).
+func mountExisting(root *os.File, p string, fn func(target string) error) error {
+	fd, err := openInRoot(root, p, true)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := fn(fdPath(fd)); err != nil {
+		return &os.PathError{Op: "mask", Path: "/" + p, Err: err}
+	}
+	return nil
+}
+
+// mountSys mounts a read-only sysfs; in a user namespace that does not own the network
+// namespace (--net host without root) the kernel refuses that, and the host's /sys is bound
+// read-only instead.
+func mountSys(root *os.File) error {
+	const ro = unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
+	err := mountAt(root, "sys", true, true, "sysfs", "sysfs", ro, "")
+	if err == nil || !errors.Is(err, unix.EPERM) {
+		return err
+	}
+	if err := mountAt(root, "sys", true, true, "/sys", "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return err
+	}
+	return setReadOnly(root, "sys", true)
+}
+
+// devNodes are bound from the host's /dev into the run's /dev (a bind works as root and in a
+// user namespace alike; the nodes of the image are never used).
+var devNodes = []string{"null", "zero", "full", "random", "urandom", "tty"}
+
+// mountDev mounts a fresh tmpfs on /dev with the standard nodes, devpts, shm and symlinks.
+func mountDev(c *initConfig, root *os.File) error {
+	if err := mountAt(root, "dev", true, true, "tmpfs", "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=755,size=65536k"); err != nil {
+		return err
+	}
+	devFd, err := openInRoot(root, "dev", true) // the new tmpfs: nothing else can write to it
+	if err != nil {
+		return err
+	}
+	defer unix.Close(devFd)
+	dev := fdPath(devFd)
+	nodes := devNodes
+	if c.Spec.TTY {
+		nodes = append(nodes[:len(nodes):len(nodes)], "console")
+	}
+	for _, n := range nodes {
+		fd, err := unix.Openat(devFd, n, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o666)
+		if err != nil {
+			return &os.PathError{Op: "create", Path: "/dev/" + n, Err: err}
+		}
+		unix.Close(fd)
+		src := "/dev/" + n
+		if n == "console" { // the pty's slave end, as docker gives -t runs
+			if src, err = os.Readlink(fdPath(0)); err != nil {
+				return fmt.Errorf("find the terminal for /dev/console: %w", err)
+			}
+		}
+		if err := unix.Mount(src, dev+"/"+n, "", unix.MS_BIND, ""); err != nil {
+			return &os.PathError{Op: "bind " + src + " on", Path: "/dev/" + n, Err: err}
+		}
+	}
+	for _, d := range []string{"pts", "shm"} {
+		if err := unix.Mkdirat(devFd, d, 0o755); err != nil {
+			return &os.PathError{Op: "mkdir", Path: "/dev/" + d, Err: err}
+		}
+	}
+	ptsOpts := "newinstance,ptmxmode=0666,mode=0620"
+	if !c.Userns {
+		ptsOpts += ",gid=5" // tty group; not mapped in a user namespace
+	}
+	if err := unix.Mount("devpts", dev+"/pts", "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, ptsOpts); err != nil {
+		return &os.PathError{Op: "mount devpts on", Path: "/dev/pts", Err: err}
+	}
+	if err := unix.Mount("shm", dev+"/shm", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=1777,size=65536k"); err != nil {
+		return &os.PathError{Op: "mount tmpfs on", Path: "/dev/shm", Err: err}
+	}
+	links := [][2]string{{"pts/ptmx", "ptmx"}, {"/proc/self/fd", "fd"}, {"/proc/self/fd/0", "stdin"},
+		{"/proc/self/fd/1", "stdout"}, {"/proc/self/fd/2", "stderr"}}
+	for _, l := range links {
+		if err := unix.Symlinkat(l[0], devFd, l[1]); err != nil {
+			return &os.PathError{Op: "symlink", Path: "/dev/" + l[1], Err: err}
+		}
+	}
+	return nil
+}
+
+// bindMount binds a host path into the run; the target is created in-root when missing.
+func bindMount(root *os.File, m Mount) error {
+	fi, err := os.Stat(m.Source)
+	if err != nil {
+		return fmt.Errorf("bind mount %s: %w", m.Source, err)
+	}
+	target := strings.TrimPrefix(filepath.Clean(m.Target), "/")
+	if err := mountAt(root, target, fi.IsDir(), false, m.Source, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind mount %s: %w", m.Source, err)
+	}
+	if m.ReadOnly {
+		return setReadOnly(root, target, true)
+	}
+	return nil
+}
+
+// pivotRoot makes root the process's "/" and detaches the old root. On an initramfs root
+// pivot_root fails with EINVAL; then the new root is moved over "/" and chrooted into.
+func pivotRoot(root *os.File) error {
+	if err := unix.Fchdir(int(root.Fd())); err != nil {
+		return &os.PathError{Op: "chdir", Path: root.Name(), Err: err}
+	}
+	if err := unix.PivotRoot(".", "."); err != nil {
+		if !errors.Is(err, unix.EINVAL) {
+			return &os.PathError{Op: "pivot_root", Path: root.Name(), Err: err}
+		}
+		if err := unix.Mount(".", "/", "", unix.MS_MOVE, ""); err != nil {
+			return &os.PathError{Op: "move root", Path: root.Name(), Err: err}
+		}
+		if err := unix.Chroot("."); err != nil {
+			return &os.PathError{Op: "chroot", Path: root.Name(), Err: err}
+		}
+		return unix.Chdir("/")
+	}
+	// The old root is stacked on "."; keep its unmount from propagating anywhere, then drop it.
+	if err := unix.Mount("", ".", "", unix.MS_SLAVE|unix.MS_REC, ""); err != nil {
+		return &os.PathError{Op: "make old root slave", Path: "/", Err: err}
+	}
+	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
+		return &os.PathError{Op: "detach old root", Path: "/", Err: err}
+	}
+	return unix.Chdir("/")
+}

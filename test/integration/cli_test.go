@@ -1,0 +1,110 @@
+//go:build integration
+
+package integration
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/imgrun/imgrun/internal/distreg"
+	"github.com/imgrun/imgrun/internal/testimage"
+	"github.com/imgrun/imgrun/internal/testreg"
+	"github.com/imgrun/imgrun/internal/testutil"
+)
+
+var (
+	cliOnce sync.Once
+	cliPath string
+	cliErr  error
+	cliOut  []byte
+)
+
+// imgrunBin builds cmd/imgrun once per test binary.
+func imgrunBin(t *testing.T) string {
+	t.Helper()
+	cliOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "imgrun-cli-")
+		if err != nil {
+			cliErr = err
+			return
+		}
+		cliPath = filepath.Join(dir, "imgrun")
+		cliOut, cliErr = exec.Command("go", "build", "-o", cliPath, "github.com/imgrun/imgrun/cmd/imgrun").CombinedOutput()
+	})
+	if cliErr != nil {
+		t.Fatalf("build imgrun: %v\n%s", cliErr, cliOut)
+	}
+	return cliPath
+}
+
+// imgrun runs the CLI with a cache in root. Every non-loopback connection goes to a dead
+// proxy, so nothing reaches the internet (Docker Hub included); loopback bypasses proxies.
+func imgrun(t *testing.T, root string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	cmd := exec.CommandContext(t.Context(), imgrunBin(t), append([]string{"--root", root, "--progress", "plain"}, args...)...)
+	dead := "http://127.0.0.1:1"
+	cmd.Env = append(os.Environ(), "HTTP_PROXY="+dead, "HTTPS_PROXY="+dead, "NO_PROXY=", "IMGRUN_MIRRORS=")
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err = cmd.Run()
+	return o.String(), e.String(), err
+}
+
+// TestCLIThroughMirror is the promise on the box: `imgrun node:latest CMD` pulls
+// library/node:latest through a registry mirror (a real distribution registry in proxy
+// mode in front of a Docker Hub-like origin with token auth), unpacks it once and runs
+// the command in it.
+func TestCLIThroughMirror(t *testing.T) {
+	origin := testreg.New(t, testreg.WithToken(testreg.TokenConfig{Service: "registry.docker.io"}))
+	want := origin.Push(t, "library/node:latest", testimage.Busybox(t))
+	mirror := distreg.Start(t, distreg.WithProxy(origin.URL))
+	root := filepath.Join(t.TempDir(), "root")
+
+	out, errOut, err := imgrun(t, root, "--mirror", mirror.URL, "pull", "node:latest")
+	if err != nil {
+		t.Fatalf("imgrun pull: %v\nstderr:\n%s", err, errOut)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if last := lines[len(lines)-1]; last != "index.docker.io/library/node@"+want.String() {
+		t.Errorf("last stdout line = %q, want the pinned reference index.docker.io/library/node@%s", last, want)
+	}
+
+	t.Run("export", func(t *testing.T) {
+		f := filepath.Join(t.TempDir(), "node.tar")
+		if _, errOut, err := imgrun(t, root, "export", "node:latest", "-o", f); err != nil {
+			t.Fatalf("imgrun export: %v\n%s", err, errOut)
+		}
+		r, err := os.Open(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		tr := treeOfTar(t, r)
+		if tr["bin/busybox"].Type != "file" || tr["bin/sh"].Link != "busybox" {
+			t.Errorf("export lacks busybox: %+v %+v", tr["bin/busybox"], tr["bin/sh"])
+		}
+	})
+
+	t.Run("run", func(t *testing.T) {
+		testutil.RequiresRoot(t)
+		mirror.Stop() // cached: running needs no network at all
+		out, errOut, err := imgrun(t, root, "node:latest", "sh", "-c", "echo hello from $(hostname); id -u")
+		if err != nil {
+			t.Fatalf("imgrun node:latest: %v\nstderr:\n%s", err, errOut)
+		}
+		if !strings.Contains(out, "hello from") || !strings.HasSuffix(strings.TrimSpace(out), "0") {
+			t.Errorf("output = %q", out)
+		}
+		_, _, err = imgrun(t, root, "node:latest", "sh", "-c", "exit 42")
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 42 {
+			t.Errorf("exit 42 in the image gave %v", err)
+		}
+	})
+}
