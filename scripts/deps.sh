@@ -6,9 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # docker-registry: the real distribution registry of the integration tests;
-# busybox-static and debootstrap: test images; bubblewrap: launcher comparisons;
+# busybox-static, debootstrap and its keyring: test images; bubblewrap: launcher comparisons;
 # util-linux: setpriv/unshare for rootless tests.
-packages=(docker-registry busybox-static debootstrap bubblewrap util-linux ca-certificates)
+packages=(docker-registry busybox-static debootstrap debian-archive-keyring bubblewrap util-linux ca-certificates)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -47,10 +47,12 @@ func (a *app) client() (*registry.Client, error) {
 	)
 }
 
-// parsePlatform turns a --platform value into a platform; empty means the host's.
+// parsePlatform turns a --platform value into a platform. Empty gives the zero platform,
+// which the library reads as "the host's, leniently": a single-platform image built for
+// another architecture is still taken, as docker does; an explicit --platform is strict.
 func parsePlatform(s string) (ocispec.Platform, error) {
 	if s == "" {
-		return registry.HostPlatform(), nil
+		return ocispec.Platform{}, nil
 	}
 	return registry.ParsePlatform(s)
 }

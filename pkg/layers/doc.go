@@ -39,7 +39,9 @@
 // # The byte path
 //
 // Download: network → sha256 + size count → ingest file, one pass, 256 KiB at a time; every
-// layer byte is hashed once on the way in. Pull downloads Jobs layers at once.
+// layer byte is hashed once on the way in. Pull downloads Jobs layers at once and calls
+// PullOptions.LayerReady as each one lands, so an unpacker can start on the first layers
+// while the others still download.
 //
 // Unpack: Uncompressed reads the committed blob (page cache) and decompresses it (klauspost
 // gzip or zstd, by magic bytes) in a goroutine that also hashes the uncompressed bytes for

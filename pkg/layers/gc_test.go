@@ -3,9 +3,12 @@ package layers
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -142,4 +145,51 @@ func TestVerify(t *testing.T) {
 func sortedDigests(ds ...digest.Digest) []digest.Digest {
 	slices.Sort(ds)
 	return ds
+}
+
+// TestGCDuringPulls: GC running over and over while images are pulled never collects a
+// blob a finished pull needs.
+func TestGCDuringPulls(t *testing.T) {
+	reg := testreg.New(t)
+	const n = 4
+	for i := range n {
+		reg.Push(t, fmt.Sprint("app:", i), testImage(t, "linux/amd64", uint64(200+i), 200<<10))
+	}
+	root := newStore(t).Root()
+	var runs atomic.Int64
+	ctx, stop := context.WithCancel(t.Context())
+	gcDone := make(chan struct{})
+	go func() {
+		defer close(gcDone)
+		s, _ := Open(root)
+		for ctx.Err() == nil {
+			if _, err := s.GC(ctx); err == nil {
+				runs.Add(1)
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			s, _ := Open(root)
+			if _, err := s.Pull(t.Context(), source(t, reg.Host, fmt.Sprint("app:", i)), PullOptions{Platform: amd64}); err != nil {
+				t.Error(err)
+			}
+		})
+		time.Sleep(20 * time.Millisecond) // stagger, so GC runs between and during pulls
+	}
+	wg.Wait()
+	during := runs.Load()
+	// At least one full GC after every pull ended, racing nothing.
+	for runs.Load() == during {
+		time.Sleep(time.Millisecond)
+	}
+	stop()
+	<-gcDone
+	t.Logf("%d GC runs while pulling", during)
+	s, _ := Open(root)
+	rep, err := s.Verify(t.Context())
+	if err != nil || len(rep.Corrupt)+len(rep.Missing) != 0 || rep.Checked != 3*n+1 { // manifest, config, own layer; one shared base layer
+		t.Errorf("after GC: Verify = %+v, %v; want %d intact blobs", rep, err, 3*n+1)
+	}
 }

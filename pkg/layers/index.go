@@ -185,12 +185,42 @@ func (s *Store) Lookup(ctx context.Context, ref registry.Reference, platform oci
 		return Record{}, err
 	}
 	want := ref.String()
+	// A zero platform means "the host's, or whatever single platform was pulled":
+	// prefer the host's record, then take the newest one for ref.
+	strict := platform.OS != ""
+	if !strict {
+		platform = registry.HostPlatform()
+	}
+	var fallback *Record
 	for _, r := range slices.Backward(recs) {
-		if r.Ref == want && samePlatform(r.Platform, platform) {
+		if !lookupMatches(r, ref, want) {
+			continue
+		}
+		if samePlatform(r.Platform, platform) {
 			return r, nil
 		}
+		if !strict && fallback == nil {
+			fallback = &r
+		}
+	}
+	if fallback != nil {
+		return *fallback, nil
 	}
 	return Record{}, fmt.Errorf("%s (%s): %w", want, platformKey(platform), ErrNotCached)
+}
+
+// lookupMatches tells whether r is the image ref names. A reference pinned by digest
+// matches an image pulled under any tag of the same repository whose manifest or index
+// has that digest, so `NAME@sha256:…` printed by pull finds the cached image.
+func lookupMatches(r Record, ref registry.Reference, want string) bool {
+	if r.Ref == want {
+		return true
+	}
+	if ref.Digest == "" || (r.Descriptor.Digest != ref.Digest && r.Index != ref.Digest) {
+		return false
+	}
+	have, err := registry.ParseReference(r.Ref)
+	return err == nil && have.Name() == ref.Name()
 }
 
 // Remove deletes the index.json entries of ref for platform (nil: every platform). The

@@ -43,7 +43,7 @@ func (s *Store) lockFile(ctx context.Context, name string, how int) (*fileLock, 
 			return nil, fmt.Errorf("waiting for lock %s: %w", path, context.Cause(ctx))
 		case <-t.C:
 		}
-		wait = min(wait*2, 100*time.Millisecond)
+		wait = min(wait*2, maxLockPoll)
 	}
 }
 
@@ -54,6 +54,10 @@ func (l *fileLock) Unlock() {
 		l.f = nil
 	}
 }
+
+// maxLockPoll bounds the wait between two tries: small, so that GC gets its turn in the
+// short gaps between pulls (flock has no queue to wait in without blocking a thread).
+const maxLockPoll = 10 * time.Millisecond
 
 const (
 	gcLockName    = "gc.lock"

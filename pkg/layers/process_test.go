@@ -156,18 +156,21 @@ func TestPullKilled(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
 	partial := filepath.Join(root, "ingest", big.Hex+".partial")
 	for {
 		if fi, err := os.Stat(partial); err == nil && fi.Size() >= int64(stallAt) {
 			break
 		}
-		if t.Context().Err() != nil {
-			t.Fatal("the child never reached the stall")
+		select {
+		case err := <-exited:
+			t.Fatalf("the child ended before the stall: %v", err)
+		case <-time.After(10 * time.Millisecond):
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
 	cmd.Process.Signal(syscall.SIGKILL)
-	cmd.Wait()
+	<-exited
 
 	s, err := Open(root)
 	if err != nil {

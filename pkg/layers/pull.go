@@ -16,9 +16,12 @@ const DefaultJobs = 3
 
 // PullOptions configure Pull.
 type PullOptions struct {
-	Platform ocispec.Platform // the zero value means registry.HostPlatform()
-	Jobs     int              // concurrent layer downloads; <= 0 means DefaultJobs
-	Progress ProgressFunc     // may be nil
+	// Platform is the platform to pull. The zero value means the host's, leniently: an
+	// index is matched against registry.HostPlatform(), and a single-platform image is
+	// taken whatever its platform (as docker does). A platform given explicitly is strict.
+	Platform ocispec.Platform
+	Jobs     int          // concurrent layer downloads; <= 0 means DefaultJobs
+	Progress ProgressFunc // may be nil
 	// LayerReady, when set, is called once per layer as soon as it is verified in the
 	// store (downloaded or already cached), with its position in the manifest. It runs
 	// on the goroutine that fetched the layer, in any order, and must return quickly. An
@@ -44,9 +47,6 @@ func (s *Store) Pull(ctx context.Context, src registry.Source, o PullOptions) (*
 
 func (s *Store) pull(ctx context.Context, src registry.Source, o PullOptions) (*Image, error) {
 	platform := o.Platform
-	if platform.OS == "" {
-		platform = registry.HostPlatform()
-	}
 	jobs := o.Jobs
 	if jobs <= 0 {
 		jobs = DefaultJobs
@@ -82,6 +82,9 @@ func (s *Store) pull(ctx context.Context, src registry.Source, o PullOptions) (*
 	rec := Record{Ref: ref, Platform: ri.Platform, Descriptor: ri.Descriptor}
 	if rec.Platform.OS == "" {
 		rec.Platform = platform
+		if rec.Platform.OS == "" {
+			rec.Platform = registry.HostPlatform()
+		}
 	}
 	if ri.Index != nil {
 		rec.Index = ri.Index.Digest

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -14,6 +15,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/imgrun/imgrun/internal/testreg"
+	"github.com/imgrun/imgrun/pkg/registry"
 )
 
 // TestPullTwice: a second pull of a cached tag costs one manifest HEAD and no GET; a
@@ -259,5 +261,58 @@ func TestPullConcurrent(t *testing.T) {
 	rep, err := s.Verify(t.Context())
 	if err != nil || len(rep.Corrupt) != 0 || len(rep.Missing) != 0 {
 		t.Errorf("Verify = %+v, %v", rep, err)
+	}
+}
+
+// TestLookupPinnedAndForeignPlatform: the pinned reference pull prints (NAME@index or
+// manifest digest) finds an image pulled by tag, and with no --platform a single-platform
+// image built for another architecture is pulled and found, as docker does, while an
+// explicit platform stays strict.
+func TestLookupPinnedAndForeignPlatform(t *testing.T) {
+	reg := testreg.New(t)
+	amd := testImage(t, "linux/amd64", 40, 10<<10)
+	arm := testImage(t, "linux/arm64/v8", 41, 10<<10)
+	idxDigest := reg.PushIndex(t, "multi:1", testreg.Index(t, amd, arm))
+	s := newStore(t)
+	img, err := s.Pull(t.Context(), source(t, reg.Host, "multi:1"), PullOptions{Platform: amd64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []digest.Digest{digest.Digest(idxDigest.String()), img.Record.Descriptor.Digest} {
+		pinned := source(t, reg.Host, "multi@"+d.String()).Reference()
+		rec, err := s.Lookup(t.Context(), pinned, amd64)
+		if err != nil {
+			t.Fatalf("Lookup(%s): %v", pinned, err)
+		}
+		if rec.Descriptor.Digest != img.Record.Descriptor.Digest {
+			t.Errorf("Lookup(%s) = %s", pinned, rec.Descriptor.Digest)
+		}
+	}
+	other := source(t, reg.Host, "multi@sha256:"+strings.Repeat("0", 64)).Reference()
+	if _, err := s.Lookup(t.Context(), other, amd64); !errors.Is(err, ErrNotCached) {
+		t.Errorf("Lookup(unknown digest) = %v, want ErrNotCached", err)
+	}
+
+	foreign := ocispec.Platform{OS: "linux", Architecture: "s390x"}
+	if registry.HostPlatform().Architecture == foreign.Architecture {
+		t.Skip("host is s390x")
+	}
+	reg.Push(t, "single:1", testImage(t, "linux/s390x", 42, 10<<10))
+	src := source(t, reg.Host, "single:1")
+	if _, err := s.Pull(t.Context(), src, PullOptions{Platform: amd64}); !errors.Is(err, registry.ErrNoMatchingPlatform) {
+		t.Errorf("explicit linux/amd64 pull of an s390x image = %v, want ErrNoMatchingPlatform", err)
+	}
+	got, err := s.Pull(t.Context(), src, PullOptions{})
+	if err != nil {
+		t.Fatalf("pull with the default platform: %v", err)
+	}
+	if got.Record.Platform.Architecture != "s390x" {
+		t.Errorf("record platform %+v, want s390x", got.Record.Platform)
+	}
+	if _, err := s.Lookup(t.Context(), src.Reference(), ocispec.Platform{}); err != nil {
+		t.Errorf("Lookup with the default platform: %v", err)
+	}
+	if _, err := s.Lookup(t.Context(), src.Reference(), amd64); !errors.Is(err, ErrNotCached) {
+		t.Errorf("strict Lookup(amd64) = %v, want ErrNotCached", err)
 	}
 }

@@ -66,6 +66,10 @@ type applier struct {
 	euid   int
 
 	parents parentCache
+	// parentSgid is set by parent: the last resolved parent is setgid. rootSgid is the root's.
+	parentSgid, rootSgid bool
+	// ownerIsRoot: we create files as 0:0, so 0:0 entries need no chown unless parentSgid.
+	ownerIsRoot bool
 
 	// created holds the cleaned names this layer created (true) and their ancestors (false);
 	// opaque markers keep exactly these paths.
@@ -96,14 +100,18 @@ type modeFix struct {
 type devIno struct{ dev, ino uint64 }
 
 func newApplier(o *applyOptions, rootFd int) *applier {
+	var st unix.Stat_t
+	rootSgid := unix.Fstat(rootFd, &st) != nil || st.Mode&unix.S_ISGID != 0
 	return &applier{
-		o:       o,
-		rootFd:  rootFd,
-		umask:   processUmask(),
-		euid:    os.Geteuid(),
-		parents: parentCache{rootFd: rootFd},
-		created: make(map[string]bool),
-		warned:  make(map[string]bool),
+		rootSgid:    rootSgid,
+		ownerIsRoot: os.Geteuid() == 0 && os.Getegid() == 0,
+		o:           o,
+		rootFd:      rootFd,
+		umask:       processUmask(),
+		euid:        os.Geteuid(),
+		parents:     parentCache{rootFd: rootFd},
+		created:     make(map[string]bool),
+		warned:      make(map[string]bool),
 	}
 }
 

@@ -100,10 +100,11 @@ type parentCache struct {
 
 type cachedDir struct {
 	name string
-	fd   int // 0 = empty slot (fd 0 is never a directory we opened)
+	fd   int  // 0 = empty slot (fd 0 is never a directory we opened)
+	sgid bool // the directory is setgid: new entries take its group
 }
 
-func (c *parentCache) lookup(name string) (int, bool) {
+func (c *parentCache) lookup(name string) (*cachedDir, bool) {
 	if len(c.stale) > 0 {
 		for _, fd := range c.stale {
 			unix.Close(fd)
@@ -112,19 +113,19 @@ func (c *parentCache) lookup(name string) (int, bool) {
 	}
 	for i := range c.entries {
 		if e := &c.entries[i]; e.fd > 0 && e.name == name {
-			return e.fd, true
+			return e, true
 		}
 	}
-	return -1, false
+	return nil, false
 }
 
-func (c *parentCache) add(name string, fd int) {
+func (c *parentCache) add(d cachedDir) {
 	e := &c.entries[c.next]
 	c.next = (c.next + 1) % len(c.entries)
 	if e.fd > 0 {
 		c.stale = append(c.stale, e.fd)
 	}
-	*e = cachedDir{name: name, fd: fd}
+	*e = d
 }
 
 func (c *parentCache) invalidate() {
@@ -146,18 +147,27 @@ func (c *parentCache) closeAll() {
 
 // parent returns a directory fd for dir ("" is the root), owned by the cache: valid until the
 // next call of parent. With create, missing directories are created inside the root (0755).
+// It also sets a.parentSgid, whether new entries in dir inherit its group.
 func (a *applier) parent(dir string, create bool) (int, error) {
 	if dir == "" {
+		a.parentSgid = a.rootSgid
 		return a.rootFd, nil
 	}
-	if fd, ok := a.parents.lookup(dir); ok {
-		return fd, nil
+	if d, ok := a.parents.lookup(dir); ok {
+		a.parentSgid = d.sgid
+		return d.fd, nil
 	}
 	fd, err := a.openDir(dir, create)
 	if err != nil {
 		return -1, err
 	}
-	a.parents.add(dir, fd)
+	d := cachedDir{name: dir, fd: fd, sgid: true}
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) == nil {
+		d.sgid = st.Mode&unix.S_ISGID != 0
+	}
+	a.parents.add(d)
+	a.parentSgid = d.sgid
 	return fd, nil
 }
 
@@ -188,14 +198,24 @@ func (a *applier) openDir(dir string, create bool) (int, error) {
 		defer unix.Close(pfd)
 	}
 	err = a.writable(pfd, func() error { return unix.Mkdirat(pfd, base, 0o755) })
-	switch {
-	case err == nil && a.umask&0o755 != 0:
-		// Parents the layer did not list are 0755 like docker's, whatever our umask.
-		if err := chmodAt(pfd, base, 0o755); err != nil {
-			return -1, fmt.Errorf("chmod %q: %w", dir, err)
-		}
-	case err != nil && err != unix.EEXIST:
+	if err != nil && err != unix.EEXIST {
 		return -1, fmt.Errorf("mkdir %q in root: %w", dir, err)
+	}
+	if err == nil {
+		// Parents the layer did not list are 0755 and root's, like docker's, whatever our umask
+		// or a setgid directory above would give them.
+		var st unix.Stat_t
+		sgid := unix.Fstat(pfd, &st) != nil || st.Mode&unix.S_ISGID != 0
+		if sgid && !a.o.rootless {
+			if err := unix.Fchownat(pfd, base, 0, 0, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				return -1, fmt.Errorf("chown %q: %w", dir, err)
+			}
+		}
+		if sgid || a.umask&0o755 != 0 {
+			if err := chmodAt(pfd, base, 0o755); err != nil {
+				return -1, fmt.Errorf("chmod %q: %w", dir, err)
+			}
+		}
 	}
 	fd, err = resolveInRoot(a.rootFd, dir, 0)
 	if err != nil {

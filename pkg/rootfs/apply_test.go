@@ -63,6 +63,58 @@ func TestApplyRules(t *testing.T) {
 			want:   map[string]string{"su": `file 4755 0:0 ""`, "sg": `file 2711 5:6 ""`, "tmp": "dir 1777 0:0"},
 		},
 		{
+			name: "setgid directory: children still get the owner the layer says",
+			layers: []L{{
+				dir("sg/", mode(0o2775), owner(0, 50)), file("sg/f", "1"), dir("sg/sub/"), symlink("sg/l", "f"),
+				dir("d/", owner(0, 60)), file("d/a", "a"), dir("d/", mode(0o2755), owner(0, 60)), file("d/b", "b"),
+				file("sg/implied/x", "x"),
+			}},
+			want: map[string]string{
+				"sg": "dir 2775 0:50", "sg/f": `file 0644 0:0 "1"`, "sg/sub": "dir 0755 0:0", "sg/l": "symlink f 0:0",
+				"d": "dir 2755 0:60", "d/a": `file 0644 0:0 "a"`, "d/b": `file 0644 0:0 "b"`,
+				"sg/implied": "dir 0755 0:0", "sg/implied/x": `file 0644 0:0 "x"`,
+			},
+		},
+		{
+			name:   "cached parent dir replaced by a symlink in the same layer",
+			layers: []L{{dir("a/"), file("a/x", "x"), dir("b/"), symlink("a", "b"), file("a/y", "y")}},
+			want:   map[string]string{"a": "symlink b 0:0", "b": "dir 0755 0:0", "b/y": `file 0644 0:0 "y"`},
+		},
+		{
+			name: "cached parent through a symlink that is retargeted",
+			layers: []L{{
+				dir("t/"), symlink("l", "t"), file("l/x", "x"), dir("t2/"), symlink("l", "t2"), file("l/y", "y"),
+			}},
+			want: map[string]string{
+				"t": "dir 0755 0:0", "t/x": `file 0644 0:0 "x"`, "t2": "dir 0755 0:0", "t2/y": `file 0644 0:0 "y"`, "l": "symlink t2 0:0",
+			},
+		},
+		{
+			name:   "cached parent whited out and recreated in the same layer",
+			layers: []L{{dir("d/"), file("d/old", "o")}, {file("d/x", "x"), wh("d"), dir("d/"), file("d/new", "n")}},
+			want:   map[string]string{"d": "dir 0755 0:0", "d/new": `file 0644 0:0 "n"`},
+		},
+		{
+			name:   "hardlink to a lower file replaced earlier in the same layer",
+			layers: []L{{file("a", "old")}, {file("a", "new"), link("b", "a")}},
+			want:   map[string]string{"a": `file 0644 0:0 "new"`, "b": `file 0644 0:0 "new"`},
+		},
+		{
+			name:   "whiteout after a same-layer entry removes it",
+			layers: []L{{file("x", "x"), wh("x")}},
+			want:   map[string]string{},
+		},
+		{
+			name:   "opaque keeps implied parents of same-layer entries but not their lower contents",
+			layers: []L{{file("d/a", "a"), file("d/s/b", "b")}, {opaque("d"), file("d/s/c", "c")}},
+			want:   map[string]string{"d": "dir 0755 0:0", "d/s": "dir 0755 0:0", "d/s/c": `file 0644 0:0 "c"`},
+		},
+		{
+			name:   "opaque marker of a directory that does not exist",
+			layers: []L{{file("a", "1")}, {opaque("nope")}},
+			want:   map[string]string{"a": `file 0644 0:0 "1"`},
+		},
+		{
 			name:   "whiteout file and dir",
 			layers: []L{{file("a", "1"), file("d/x", "2"), file("d/y", "3"), file("keep", "4")}, {wh("a"), wh("d")}},
 			want:   map[string]string{"keep": `file 0644 0:0 "4"`},
@@ -291,10 +343,13 @@ func TestApplyTimes(t *testing.T) {
 	}
 	// A whiteout in e after its directory entry must not disturb e's mtime either.
 	layer = append(layer, file("e/gone", ""), wh("e/gone"))
-	if err := applyLayers(t, root, []L{layer}); err != nil {
+	// A second layer writes into d/sub and lists it with a new time; e is only written into.
+	t3 := time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC)
+	upper := L{dir("d/sub/", tartest.MTime(t3)), file("d/sub/h", "z", tartest.MTime(t1)), wh("d/sub/g"), dir("new/", tartest.MTime(t3)), file("new/x", "", tartest.MTime(t2))}
+	if err := applyLayers(t, root, []L{layer, upper}); err != nil {
 		t.Fatal(err)
 	}
-	for p, want := range map[string]time.Time{"d": t1, "d/f": t2, "d/sub": t2, "d/sub/g": t1, "d/l": t2, "e": t1} {
+	for p, want := range map[string]time.Time{"d": t1, "d/f": t2, "d/sub": t3, "d/sub/h": t1, "d/l": t2, "e": t1, "new": t3, "new/x": t2} {
 		fi, err := os.Lstat(filepath.Join(root, p))
 		if err != nil {
 			t.Fatal(err)

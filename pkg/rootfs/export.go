@@ -2,6 +2,7 @@ package rootfs
 
 import (
 	"archive/tar"
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -47,15 +48,20 @@ import (
 // of the writer, a couple of layers at a time with bounded buffers. On error the tar written
 // so far is incomplete (it has no end-of-archive marker).
 func Export(ctx context.Context, w io.Writer, layers []Layer) error {
+	// Tar headers are 512-byte writes: batch them into fewer, larger writes to w.
+	bw := bufio.NewWriterSize(w, 256<<10)
 	e := &exporter{
 		ctx:     ctx,
 		layers:  layers,
-		tw:      tar.NewWriter(w),
+		tw:      tar.NewWriter(bw),
 		paths:   make(map[string]*pathState),
 		pending: make(map[string][]*inode),
 		implied: make(map[string]bool),
 	}
 	if err := e.run(); err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	if err := bw.Flush(); err != nil {
 		return fmt.Errorf("export: %w", err)
 	}
 	return nil

@@ -399,3 +399,29 @@ func TestExportCancelled(t *testing.T) {
 		t.Fatal("Export succeeded with a cancelled context")
 	}
 }
+
+// TestExportCancelMidway cancels an Export blocked in the middle of a layer.
+func TestExportCancelMidway(t *testing.T) {
+	layers := []rootfs.Layer{memLayer(tartest.Tar(tDir("etc"))), blockLayer{stallPrefix(), make(chan struct{})}}
+	ctx, cancel := context.WithCancel(t.Context())
+	pr, pw := io.Pipe()
+	errc := make(chan error, 1)
+	go func() { errc <- rootfs.Export(ctx, pw, layers) }()
+	// Read until the stalled layer's first file has been written (an eventual condition).
+	tr := tar.NewReader(pr)
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			t.Fatalf("reading the export: %v", err)
+		}
+		if h.Name == "partial/0" {
+			break
+		}
+	}
+	go io.Copy(io.Discard, pr)
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Export: %v, want context.Canceled", err)
+	}
+	pr.Close()
+}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/imgrun/imgrun/internal/tartest"
 	"github.com/imgrun/imgrun/pkg/rootfs"
@@ -198,4 +199,34 @@ func snapshot(t *testing.T, dir string) string {
 		b.WriteString(e.Name() + ":" + e.Type().String() + " ")
 	}
 	return b.String()
+}
+
+// TestFlattenCancelMidway cancels a Flatten blocked in the middle of a layer: it returns the
+// context's error and leaves nothing behind.
+func TestFlattenCancelMidway(t *testing.T) {
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "rootfs")
+	layers := []rootfs.Layer{memLayer(tartest.Tar(tDir("etc"))), blockLayer{stallPrefix(), make(chan struct{})}}
+	ctx, cancel := context.WithCancel(t.Context())
+	errc := make(chan error, 1)
+	go func() { errc <- rootfs.Flatten(ctx, dir, layers) }()
+	// Wait until the stalled layer's first files are on disk (an eventual condition).
+	for {
+		m, _ := filepath.Glob(filepath.Join(parent, ".rootfs.imgrun-tmp-*", "partial", "0"))
+		if len(m) > 0 {
+			break
+		}
+		select {
+		case err := <-errc:
+			t.Fatalf("Flatten returned before it was cancelled: %v", err)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Flatten: %v, want context.Canceled", err)
+	}
+	if names := dirNames(t, parent); len(names) > 0 {
+		t.Errorf("parent holds %v after a cancelled Flatten", names)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -142,8 +143,13 @@ func TestRootlessChild(t *testing.T) {
 		{
 			file("ro/b", "b"), wh("ro/a"), file("ro/sub/deep2", "d2"),
 			dir("locked/", mode(0o000)), file("locked/x", "x"),
+			dir("locked2/", mode(0o000)), file("locked2/a", "a"),
+			dir("noexec/", mode(0o444)), file("noexec/a", "a"),
 		},
-		{wh("locked"), file("ro/sub/deep", "replaced")},
+		{
+			wh("locked"), file("ro/sub/deep", "replaced"),
+			file("locked2/b", "b"), wh("locked2/a"), file("noexec/b", "b"), wh("noexec/a"),
+		},
 	}
 	for i, l := range layers {
 		before := warns.Load()
@@ -154,6 +160,17 @@ func TestRootlessChild(t *testing.T) {
 			t.Errorf("layer 1 logged %d warnings, want exactly 1 (devices skipped)", warns.Load()-before)
 		}
 	}
+	// Directories without permissions for us keep their image mode and got their contents.
+	for p, want := range map[string]os.FileMode{"locked2": 0, "noexec": 0o444, "ro": 0o555, "ro/sub": 0o500} {
+		fi, err := os.Lstat(filepath.Join(root, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != want {
+			t.Errorf("%s mode %v, want %v", p, fi.Mode().Perm(), want)
+		}
+	}
+	makeRemovable(root)
 	uid, gid := os.Geteuid(), os.Getegid()
 	o := fmt.Sprintf("%d:%d", uid, gid)
 	want := map[string]string{
@@ -163,12 +180,16 @@ func TestRootlessChild(t *testing.T) {
 		"gidonly":      `file 0644 ` + o + ` "g"`,
 		"su":           `file 4755 ` + o + ` "s"`,
 		"cap":          `file 0644 ` + o + ` "c"`,
-		"ro":           "dir 0555 " + o,
+		"ro":           "dir 0700 " + o, // 0555 before makeRemovable
 		"ro/b":         `file 0644 ` + o + ` "b"`,
-		"ro/sub":       "dir 0500 " + o,
+		"ro/sub":       "dir 0700 " + o,
 		"ro/sub/deep":  `file 0644 ` + o + ` "replaced"`,
 		"ro/sub/deep2": `file 0644 ` + o + ` "d2"`,
 		"fifo":         "fifo 0644 " + o,
+		"locked2":      "dir 0700 " + o, // after makeRemovable
+		"locked2/b":    `file 0644 ` + o + ` "b"`,
+		"noexec":       "dir 0700 " + o,
+		"noexec/b":     `file 0644 ` + o + ` "b"`,
 	}
 	if d := diffTrees(tree(t, root), want); d != "" {
 		t.Errorf("tree differs:\n%s", d)
@@ -227,8 +248,9 @@ func TestRootlessOwnerEncoding(t *testing.T) {
 // makeRemovable gives every directory under root u+rwx, so that an unprivileged RemoveAll can
 // delete the 0555 and 0000 directories images contain.
 func makeRemovable(root string) {
-	filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
-		if err == nil && fi.IsDir() {
+	// WalkDir calls the function before reading a directory, so the chmod comes first.
+	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
 			os.Chmod(p, 0o700)
 		}
 		return nil

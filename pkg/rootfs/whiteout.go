@@ -2,6 +2,7 @@ package rootfs
 
 import (
 	"archive/tar"
+	"errors"
 	"fmt"
 	"os"
 	"path"
@@ -29,12 +30,18 @@ func (a *applier) whiteout(hdr *tar.Header, dir, base string) error {
 	}
 	pfd, err := a.parent(dir, false)
 	if err != nil {
-		// The directory is not there (or not a directory, or a symlink loop): nothing to delete.
-		return nil
+		if gone(err) || errors.Is(err, unix.ELOOP) {
+			return nil // the directory is not there (or a dead or looping symlink): nothing to delete
+		}
+		return entryErr(hdr, "whiteout", err)
 	}
 	var st unix.Stat_t
-	if err := unix.Fstatat(pfd, target, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	err = a.writable(pfd, func() error { return unix.Fstatat(pfd, target, &st, unix.AT_SYMLINK_NOFOLLOW) })
+	if err == unix.ENOENT {
 		return nil
+	}
+	if err != nil {
+		return entryErr(hdr, "whiteout", err)
 	}
 	if err := a.removeAt(pfd, target, st.Mode); err != nil {
 		return entryErr(hdr, "whiteout", err)

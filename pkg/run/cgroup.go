@@ -68,7 +68,7 @@ type cgroupSelfJoin interface {
 //
 // Only the run's init may call it, from the thread that later calls execve (runtime.LockOSThread
 // held throughout): execve ends the other threads, so the command runs wholly inside the cgroup.
-// Never call it in the launcher's own process: Kill would SIGKILL it.
+// Never call it in the launcher's own process (Kill then refuses to act, see errSelfInCgroup).
 func joinCgroupSelf(files []string) error {
 	for _, f := range files {
 		if err := writeCgroupFile(filepath.Dir(f), filepath.Base(f), "0"); err != nil {
@@ -183,6 +183,12 @@ func checkLimits(l Limits) error {
 		return fmt.Errorf("%w: pids limit %d is negative", ErrLimitRejected, l.PidsLimit)
 	}
 	return nil
+}
+
+// errSelfInCgroup stops Kill from freezing and killing imgrun itself, which a thread of this
+// process in the run's cgroup (joinCgroupSelf called in the wrong process) would make it do.
+func errSelfInCgroup(id string) error {
+	return fmt.Errorf("cgroup %s: this process is in the run's cgroup; refusing to freeze and kill it", id)
 }
 
 func (l Limits) isZero() bool {

@@ -150,6 +150,13 @@ func (cg *cgroupV1) pids() ([]int, error) {
 // Kill freezes the cgroup so nothing can fork, SIGKILLs every process, thaws it so the signals
 // are delivered, and waits (bounded) until it is empty. Without a freezer it kills until empty.
 func (cg *cgroupV1) Kill() error {
+	pids, err := cg.pids()
+	if err != nil || len(pids) == 0 { // the usual case: the run's processes are gone already
+		return err
+	}
+	if slices.Contains(pids, os.Getpid()) {
+		return errSelfInCgroup(cg.id)
+	}
 	freezer := cg.byCtrl["freezer"]
 	if freezer != "" {
 		if err := freezeV1(freezer, "FROZEN"); err != nil {
@@ -157,7 +164,7 @@ func (cg *cgroupV1) Kill() error {
 		}
 	}
 	killed := false
-	err := waitEmpty(cg.id, func() (bool, error) {
+	err = waitEmpty(cg.id, func() (bool, error) {
 		pids, err := cg.pids()
 		if err != nil || len(pids) == 0 {
 			return err == nil, err

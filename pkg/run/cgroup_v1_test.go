@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // v1Dir is the run's directory for controller c, from the cgroup's own bookkeeping.
@@ -299,24 +301,37 @@ func TestCgroupV1SelfJoin(t *testing.T) {
 	type result struct {
 		threadCg string
 		err      error
+		killErr  error
 		h        *cgHelper
 	}
 	done := make(chan result, 1)
-	go func() {
+	var join func()
+	join = func() {
+		runtime.LockOSThread()
+		if unix.Gettid() == os.Getpid() {
+			// The main thread never exits, so it must not join: try on another thread.
+			runtime.UnlockOSThread()
+			go join()
+			return
+		}
 		// Never unlocked: the thread ends with this goroutine, so it cannot carry the cgroup
 		// into the rest of the test process.
-		runtime.LockOSThread()
 		var r result
 		if r.err = joinCgroupSelf(cg.(cgroupSelfJoin).selfJoinFiles()); r.err == nil {
 			b, _ := os.ReadFile("/proc/thread-self/cgroup")
 			r.threadCg = string(b)
 			r.h = startCgHelper(t, nil, "alloc", "256") // forked from this thread
+			r.killErr = cg.Kill()                       // must refuse: it would freeze this thread
 		}
 		done <- r
-	}()
+	}
+	go join()
 	r := <-done
 	if r.err != nil {
 		t.Fatal(r.err)
+	}
+	if r.killErr == nil || !strings.Contains(r.killErr.Error(), "refusing") {
+		t.Errorf("Kill with a thread of the test process inside: %v, want a refusal", r.killErr)
 	}
 	if n := strings.Count(r.threadCg, "/"+cgroupParent+"/"+v1.id+"\n"); n != len(v1.dirs) {
 		t.Errorf("thread in %d of %d hierarchies:\n%s", n, len(v1.dirs), r.threadCg)

@@ -166,6 +166,12 @@ func (cg *cgroupV2) Kill() error {
 		p, err := cg.populated()
 		return !p, err
 	}
+	if done, err := empty(); done || err != nil { // the usual case: the run is gone already
+		return err
+	}
+	if pids, err := readPids(cg.dir); err == nil && slices.Contains(pids, os.Getpid()) {
+		return errSelfInCgroup(cg.id)
+	}
 	if !noCgroupKill.Load() {
 		err := writeCgroupFile(cg.dir, "cgroup.kill", "1")
 		if err == nil {

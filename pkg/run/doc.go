@@ -20,10 +20,10 @@
 // signal set to SIGKILL. The Spec travels as JSON over an inherited pipe, written only after the
 // new process is in the run's cgroup. That init process, PID 1 of the new PID namespace:
 //
-//   - makes every mount private and mounts the root: an overlay whose lower layer is
-//     Spec.Rootfs (never modified) and whose upper layer is in the run's directory (see
-//     Spec.StateDir; on a tmpfs when that file system cannot be an upper layer; a read-only
-//     bind of the rootfs when overlayfs is missing), nosuid and nodev;
+//   - makes every mount private, mounts a tmpfs over Spec.StateDir (seen by this run only) and
+//     mounts the root: an overlay whose lower layer is Spec.Rootfs (never modified) and whose
+//     upper layer is in that tmpfs (volatile: never synced), or in Spec.KeepDir; a read-only
+//     bind of the rootfs where overlayfs is missing; nosuid and nodev;
 //   - mounts /proc (with docker's masked and read-only paths), /sys read-only, a tmpfs /dev with
 //     null, zero, full, random, urandom and tty bound from the host, devpts, /dev/shm and the
 //     usual symlinks, a tmpfs /tmp, and binds /etc/hosts, /etc/hostname, /etc/resolv.conf and
@@ -49,8 +49,9 @@
 // new pseudo-terminal that Run relays.
 //
 // Limits are applied through a cgroup per run (v2 or v1), created only when Spec.Limits or
-// Spec.Stats ask for one. Run then kills what is left in it and removes it. All mounts of a
-// run live in its private mount namespace and disappear with it; the run's directory is removed
-// when Run returns, and a run directory left by an imgrun that was killed is removed by the next
-// Run with the same StateDir.
+// Spec.Stats ask for one. Run then kills what is left in it and removes it. All mounts and
+// files of a run live in its private mount namespace and disappear with its last process, so
+// even a SIGKILLed imgrun leaves no mount or layer behind (its cgroup, if any, is removed by
+// the next run that makes one). Starting a run writes nothing to disk: disk metadata
+// operations cost tens of milliseconds on a busy machine.
 package run

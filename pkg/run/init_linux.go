@@ -32,10 +32,12 @@ const (
 // initConfig is what the parent sends the init.
 type initConfig struct {
 	Spec   Spec   `json:"spec"`   // normalized, Hostname filled
-	RunDir string `json:"runDir"` // hosts, hostname, resolv.conf, root/
-	Upper  string `json:"upper"`  // overlay upper and work dirs
-	Work   string `json:"work"`
-	Userns bool   `json:"userns"` // a user namespace maps the caller to root
+	RunDir string `json:"runDir"` // where the init mounts the run's tmpfs (see rundir_linux.go)
+	// KeepUpper and KeepWork are the overlay's upper and work dirs with KeepDir; otherwise
+	// they are in the run's tmpfs.
+	KeepUpper string `json:"keepUpper,omitempty"`
+	KeepWork  string `json:"keepWork,omitempty"`
+	Userns    bool   `json:"userns"` // a user namespace maps the caller to root
 }
 
 // MaybeInit must be the first call in main (and in TestMain of tests that run the launcher).
@@ -67,6 +69,11 @@ func initMain() error {
 		return fmt.Errorf("read spec: %w", err)
 	}
 	s := &c.Spec
+	// The parent wrote the spec after moving us into the run's cgroup: make that cgroup the
+	// root of what the run sees in /proc/self/cgroup.
+	if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
+		return fmt.Errorf("new cgroup namespace: %w", err)
+	}
 
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return &os.PathError{Op: "make mounts private", Path: "/", Err: err}

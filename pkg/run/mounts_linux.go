@@ -10,43 +10,44 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The run's root is an overlay: the image's tree is the read-only lower layer, the upper layer
-// and overlay work dir are in the run's directory (or KeepDir). Where overlayfs cannot use that
-// file system as upper layer (e.g. it is itself an overlay), the upper layer moves to a tmpfs;
-// where overlayfs is missing altogether, the root is a read-only bind of the rootfs (writes then
-// fail with EROFS except in /tmp, /dev/shm and bind mounts). Every mount is nosuid (unless
-// NewPrivileges) and nodev, so setuid files and device nodes shipped in an image are inert.
+// The run's root is an overlay: the image's tree is the read-only lower layer; the upper
+// layer and the overlay's work dir are in the run's tmpfs (volatile: never synced), or in
+// KeepDir on disk. Where overlayfs is missing or refuses, the root is a read-only bind of the
+// rootfs (writes then fail with EROFS except in /tmp, /dev/shm and bind mounts). Every mount
+// is nosuid (unless NewPrivileges) and nodev, so setuid files and device nodes shipped in an
+// image are inert.
 
-// mountRoot mounts the run's root at c.RunDir/root and reports whether it is writable.
+// mountRoot mounts the run's tmpfs on c.RunDir, writes the /etc files there, mounts the run's
+// root at c.RunDir/root and reports whether the root is writable.
 func mountRoot(c *initConfig) (string, bool, error) {
+	if err := unix.Mount("tmpfs", c.RunDir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0700"); err != nil {
+		return "", false, &os.PathError{Op: "mount tmpfs on", Path: c.RunDir, Err: err}
+	}
 	target := filepath.Join(c.RunDir, "root")
+	upper, work := c.KeepUpper, c.KeepWork
+	if upper == "" {
+		upper, work = filepath.Join(c.RunDir, "upper"), filepath.Join(c.RunDir, "work")
+	}
+	for _, d := range []string{target, upper, work} {
+		if err := os.Mkdir(d, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			return "", false, err
+		}
+	}
+	if err := writeEtcFiles(c.RunDir, &c.Spec); err != nil {
+		return "", false, err
+	}
 	flags := uintptr(unix.MS_NODEV)
 	if !c.Spec.NewPrivileges {
 		flags |= unix.MS_NOSUID
 	}
-	err := mountOverlay(c, target, c.Upper, c.Work, flags)
+	err := mountOverlay(c, target, upper, work, flags)
 	if err == nil {
 		return target, true, nil
 	}
-	if c.Spec.KeepDir == "" && !errors.Is(err, unix.ENODEV) {
-		// The upper file system cannot hold an overlay's upper layer: use memory instead.
-		tmp := filepath.Join(c.RunDir, "mem")
-		if err2 := os.Mkdir(tmp, 0o700); err2 != nil && !errors.Is(err2, os.ErrExist) {
-			return "", false, fmt.Errorf("overlay upper on tmpfs: %w", err2)
-		}
-		if err2 := unix.Mount("tmpfs", tmp, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0700"); err2 == nil {
-			up, wk := filepath.Join(tmp, "upper"), filepath.Join(tmp, "work")
-			if os.Mkdir(up, 0o755) == nil && os.Mkdir(wk, 0o700) == nil {
-				if err2 = mountOverlay(c, target, up, wk, flags); err2 == nil {
-					return target, true, nil
-				}
-			}
-		}
-	}
 	if c.Spec.KeepDir != "" {
-		return "", false, fmt.Errorf("mount overlay (needed by --keep): %w", err)
+		return "", false, fmt.Errorf("mount overlay (needed by KeepDir): %w", err)
 	}
-	// No overlayfs: a read-only view of the rootfs.
+	// No usable overlayfs: a read-only view of the rootfs.
 	if err := unix.Mount(c.Spec.Rootfs, target, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 		return "", false, &os.PathError{Op: "bind rootfs", Path: c.Spec.Rootfs, Err: err}
 	}
@@ -58,6 +59,29 @@ func mountRoot(c *initConfig) (string, bool, error) {
 		return "", false, &os.PathError{Op: "remount rootfs read-only", Path: target, Err: err}
 	}
 	return target, false, nil
+}
+
+// writeEtcFiles writes the files bound at /etc/hosts, /etc/hostname and /etc/resolv.conf.
+// With the host's network they are the host's; otherwise only loopback exists, so there is
+// no DNS server to name.
+func writeEtcFiles(dir string, s *Spec) error {
+	hosts := "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t" + s.Hostname + "\n"
+	resolv := "# imgrun: --net none: no network, no DNS\n"
+	if s.Network == NetworkHost {
+		if b, err := os.ReadFile("/etc/hosts"); err == nil {
+			hosts = string(b)
+		}
+		if b, err := os.ReadFile("/etc/resolv.conf"); err == nil {
+			resolv = string(b)
+		}
+	}
+	files := [][2]string{{"hosts", hosts}, {"hostname", s.Hostname + "\n"}, {"resolv.conf", resolv}}
+	for _, f := range files {
+		if err := os.WriteFile(filepath.Join(dir, f[0]), []byte(f[1]), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func mountOverlay(c *initConfig, target, upper, work string, flags uintptr) error {

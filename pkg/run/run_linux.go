@@ -49,11 +49,6 @@ func RunStats(ctx context.Context, spec Spec, stdio Stdio) (_ *Stats, err error)
 		return nil, err
 	}
 	rootless := os.Geteuid() != 0
-	if s.StateDir != "" {
-		if found, _ := cleanStale(s.StateDir); found {
-			cleanupStaleCgroups() // best effort: leftovers never block a new run
-		}
-	}
 	rd, err := createRunDir(&s)
 	if err != nil {
 		return nil, err
@@ -64,6 +59,7 @@ func RunStats(ctx context.Context, spec Spec, stdio Stdio) (_ *Stats, err error)
 	// limits or stats it would only kill stragglers, which the PID namespace already does.
 	var cg cgroup = noopCgroup{}
 	if !s.Limits.isZero() || s.Stats {
+		cleanupStaleCgroups() // what killed runs left; best effort, never blocks a run
 		cg, err = newCgroup(rd.id, s.Limits)
 	}
 	if err != nil {
@@ -139,7 +135,7 @@ func (l *launch) run(ctx context.Context) (int, syscall.Signal, error) {
 	cmd := &exec.Cmd{
 		Path:       "/proc/self/exe",
 		Args:       []string{"imgrun-init"},
-		Env:        []string{initEnv + "=1", "GODEBUG=cgroupgomaxprocs=0"},
+		Env:        []string{initEnv + "=1", "GOGC=off"},
 		ExtraFiles: []*os.File{specR, errW}, // fds 3 and 4: specFd, errFd
 		WaitDelay:  time.Second,
 	}
@@ -193,7 +189,7 @@ func (l *launch) run(ctx context.Context) (int, syscall.Signal, error) {
 			return 0, 0, fmt.Errorf("run: %w", err)
 		}
 	}
-	cfg := initConfig{Spec: l.spec, RunDir: l.rd.dir, Upper: l.rd.upper, Work: l.rd.work, Userns: l.userns}
+	cfg := initConfig{Spec: l.spec, RunDir: l.rd.dir, KeepUpper: l.rd.upper, KeepWork: l.rd.work, Userns: l.userns}
 	if err := json.NewEncoder(specW).Encode(&cfg); err != nil {
 		cmd.Process.Kill()
 		cmd.Wait()

@@ -107,6 +107,7 @@ func TestRunIsolation(t *testing.T) {
 		{"cannot remount / or /proc", Spec{Args: sh("mount -o remount,rw /proc 2>/dev/null || echo no; mount -o remount,rw / 2>/dev/null || echo no")}, `^no\nno\n$`},
 		{"kernel knobs read-only", Spec{Args: sh("echo 1 > /proc/sys/kernel/ns_last_pid 2>/dev/null || echo ro")}, `^ro\n$`},
 		{"tmp is a fresh tmpfs", Spec{Args: sh("grep ' /tmp ' /proc/self/mountinfo | grep -c tmpfs")}, `^1\n$`},
+		{"own cgroup namespace", Spec{Args: sh("cut -d: -f3 /proc/self/cgroup | sort -u")}, `^/\n$`},
 		{"host network", Spec{Network: NetworkHost, Args: sh("grep -c : /proc/net/dev")}, `^[0-9]+\n$`},
 	}
 	for _, tc := range tests {
@@ -151,6 +152,7 @@ func TestRunSetupErrors(t *testing.T) {
 		{"memory limit too low", Spec{Limits: Limits{MemoryBytes: 1 << 20}}, ErrLimitRejected},
 		{"relative working dir", Spec{Dir: "work"}, ErrBadSpec},
 		{"no command", Spec{Args: []string{}}, ErrNoCommand},
+		{"rootfs inside the state dir", Spec{StateDir: os.TempDir()}, ErrBadSpec},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -243,36 +245,10 @@ func TestRunNoLeftovers(t *testing.T) {
 		t.Errorf("mounts changed:\n%s\n---\n%s", mounts, after)
 	}
 	if ents, _ := os.ReadDir(state); len(ents) != 0 {
-		t.Errorf("run dir left: %v", ents)
+		t.Errorf("files left in the state dir: %v", ents)
 	}
 	if after := cgroupChildren(t); after != cgroups {
 		t.Errorf("cgroups changed: %q -> %q", cgroups, after)
-	}
-}
-
-// TestRunCleansStaleRunDirs plants what a SIGKILLed imgrun leaves behind and checks the next
-// run removes it.
-func TestRunCleansStaleRunDirs(t *testing.T) {
-	state := t.TempDir()
-	stale := filepath.Join(state, strings.Repeat("ab", 32))
-	os.MkdirAll(filepath.Join(stale, "upper/etc"), 0o755)
-	os.WriteFile(filepath.Join(stale, "lock"), nil, 0o600)
-	oldNew := filepath.Join(state, ".new-"+strings.Repeat("cd", 32))
-	os.Mkdir(oldNew, 0o700)
-	past := time.Now().Add(-2 * newDirGrace)
-	os.Chtimes(oldNew, past, past)
-	freshNew := filepath.Join(state, ".new-"+strings.Repeat("ef", 32))
-	os.Mkdir(freshNew, 0o700)
-	if _, stderr, err := runOut(t, Spec{StateDir: state, Args: []string{"true"}}); err != nil {
-		t.Fatalf("run: %v %q", err, stderr)
-	}
-	for _, p := range []string{stale, oldNew} {
-		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
-			t.Errorf("%s not cleaned: %v", p, err)
-		}
-	}
-	if _, err := os.Stat(freshNew); err != nil {
-		t.Errorf("a run being created was removed: %v", err)
 	}
 }
 
@@ -335,6 +311,37 @@ func TestRunSignals(t *testing.T) {
 	err := Run(ctx, Spec{Rootfs: rootfs, StateDir: t.TempDir(), Args: []string{"sleep", "60"}, StopTimeout: 100 * time.Millisecond}, Stdio{})
 	if !errors.As(err, &ee) || ee.Code != 137 || ee.Signal != syscall.SIGKILL {
 		t.Fatalf("cancelled run: err = %v, want SIGKILL (137)", err)
+	}
+}
+
+// TestRunNoControllingTerminal gives a run the caller's terminal as stdin without TTY: the
+// command must not have it as controlling terminal (TIOCSTI injection, D6).
+func TestRunNoControllingTerminal(t *testing.T) {
+	rootfs := testRootfs(t)
+	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pty: %v", err)
+	}
+	defer master.Close()
+	unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0)
+	n, err := unix.IoctlGetUint32(int(master.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slave, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slave.Close()
+	var out bytes.Buffer
+	spec := Spec{Rootfs: rootfs, StateDir: t.TempDir(), Stdin: true,
+		Args: sh("test -t 0 && echo stdin is a terminal; cut -d' ' -f7 /proc/self/stat; echo $(cut -d' ' -f6 /proc/self/stat) $$")}
+	if err := Run(t.Context(), spec, Stdio{Stdin: slave, Stdout: &out}); err != nil {
+		t.Fatal(err)
+	}
+	// tty_nr 0: no controlling terminal; session id 1: the command leads its own session.
+	if want := "stdin is a terminal\n0\n1 1\n"; out.String() != want {
+		t.Fatalf("output %q, want %q", out.String(), want)
 	}
 }
 
@@ -507,9 +514,9 @@ func copyFile(src, dst string) error {
 	return out.Close()
 }
 
-// TestRunOverlayFallback puts the state dir on an overlayfs, which cannot hold an overlay's
-// upper layer: the writable layer moves to a tmpfs and the run works as usual.
-func TestRunOverlayFallback(t *testing.T) {
+// TestRunStateDirOnOverlay puts the state dir on an overlayfs (imgrun itself running in a
+// container): the run's tmpfs and overlay go on top of it as usual.
+func TestRunStateDirOnOverlay(t *testing.T) {
 	rootfs := testRootfs(t)
 	base := t.TempDir()
 	for _, d := range []string{"lower", "upper", "work", "state"} {
@@ -522,7 +529,7 @@ func TestRunOverlayFallback(t *testing.T) {
 	}
 	t.Cleanup(func() { unix.Unmount(state, unix.MNT_DETACH) })
 	before := treeHash(t, rootfs)
-	out, stderr, err := runOut(t, Spec{StateDir: state, Args: sh("echo x > /f && cat /f && grep ' / ' /proc/self/mountinfo | grep -c upperdir=.*/mem/upper")})
+	out, stderr, err := runOut(t, Spec{StateDir: state, Args: sh("echo x > /f && cat /f && grep ' / ' /proc/self/mountinfo | grep -c 'overlay.*volatile'")})
 	if err != nil || out != "x\n1\n" {
 		t.Fatalf("run: %v %q %q", err, out, stderr)
 	}
@@ -535,10 +542,11 @@ func TestRunOverlayFallback(t *testing.T) {
 }
 
 // TestRunKilledLauncher SIGKILLs a process in the middle of Run: the run dies with it (parent
-// death signal), and the next Run with the same state dir removes what it left.
+// death signal) and leaves no process, mount or file behind.
 func TestRunKilledLauncher(t *testing.T) {
 	rootfs := testRootfs(t)
 	state := t.TempDir()
+	mounts := mountinfo(t)
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -564,14 +572,11 @@ func TestRunKilledLauncher(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if ents, _ := os.ReadDir(state); len(ents) != 1 {
-		t.Fatalf("want the killed run's dir in %s, have %v", state, ents)
-	}
-	if _, stderr, err := runOut(t, Spec{StateDir: state, Args: []string{"true"}}); err != nil {
-		t.Fatalf("next run: %v %q", err, stderr)
-	}
 	if ents, _ := os.ReadDir(state); len(ents) != 0 {
-		t.Fatalf("stale run dir not removed: %v", ents)
+		t.Fatalf("the killed run left %v in its state dir", ents)
+	}
+	if after := mountinfo(t); after != mounts {
+		t.Errorf("mounts changed:\n%s\n---\n%s", mounts, after)
 	}
 }
 

@@ -30,7 +30,8 @@ const defaultStopTimeout = 10 * time.Second
 // caller sets the rest.
 type Spec struct {
 	// Rootfs is the directory tree to run in. A run never modifies it: it is the read-only lower
-	// layer of an overlay whose writable upper layer lives in the run's directory.
+	// layer of an overlay whose writable upper layer is in memory (a tmpfs of the run, charged to
+	// its cgroup), or in KeepDir.
 	Rootfs string
 	// Args is the command and its arguments. Args[0] without a slash is looked up on the PATH
 	// of Env, inside the rootfs.
@@ -54,8 +55,9 @@ type Spec struct {
 	// ReadOnly mounts the run's root file system read-only (/tmp, /dev/shm and Mounts stay as
 	// they are).
 	ReadOnly bool
-	// KeepDir, when set, keeps the run's writable layer: the overlay's upper directory is
-	// KeepDir/upper and stays after the run (KeepDir is created when missing).
+	// KeepDir, when set, keeps the run's writable layer on disk: the overlay's upper directory
+	// is KeepDir/upper and stays after the run (KeepDir is created when missing; a KeepDir
+	// used before is continued).
 	KeepDir string
 	// TTY gives the command a pseudo-terminal (docker's -t). Its output is relayed to
 	// Stdio.Stdout, the host terminal is put in raw mode and window size changes are forwarded.
@@ -69,13 +71,18 @@ type Spec struct {
 	// without Limits. A run with neither gets no cgroup: its PID namespace already ends every
 	// process of the run when the command exits, and a cgroup costs milliseconds per start.
 	Stats bool
-	// StateDir holds one directory per running run (ROOT/runs): the writable layer, the files
-	// bound at /etc/hosts, /etc/hostname and /etc/resolv.conf, and a lock. Run removes what
-	// earlier runs that were killed left there. Empty means a private temporary directory.
+	// StateDir (ROOT/runs) is where the run's init mounts the run's private tmpfs, visible in
+	// the run's mount namespace only: the writable layer, the mount point of the root and the
+	// files bound at /etc/hosts, /etc/hostname and /etc/resolv.conf live there and vanish with
+	// the run. Nothing is written to it on the host. Rootfs, KeepDir and Mounts must not be
+	// inside it. Empty means a temporary directory made and removed by each run.
 	StateDir string
 	// NewPrivileges lets setuid binaries and file capabilities in the image raise privileges.
 	// By default (false) the command runs with no_new_privs and the rootfs is mounted nosuid.
 	NewPrivileges bool
+	// Unconfined runs the command without the seccomp filter (docker's
+	// --security-opt seccomp=unconfined), e.g. for programs that make user namespaces.
+	Unconfined bool
 	// StopTimeout is how long Run waits after sending SIGTERM, when ctx is cancelled, before it
 	// kills the run. Zero means 10 s.
 	StopTimeout time.Duration

@@ -5,12 +5,15 @@ package integration
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/imgrun/imgrun/internal/distreg"
 	"github.com/imgrun/imgrun/internal/testimage"
@@ -107,4 +110,63 @@ func TestCLIThroughMirror(t *testing.T) {
 			t.Errorf("exit 42 in the image gave %v", err)
 		}
 	})
+}
+
+// TestNodeThroughMirror: `imgrun node:latest node -v` prints the node version from a
+// realistic node image (Debian bookworm with Debian's nodejs, three layers, ~300 MB)
+// served through a registry mirror.
+func TestNodeThroughMirror(t *testing.T) {
+	testutil.RequiresRoot(t)
+	origin := distreg.Start(t)
+	want := origin.Push(t, "library/node:latest", testimage.Node(t))
+	mirror := distreg.Start(t, distreg.WithProxy(origin.URL))
+	root := filepath.Join(t.TempDir(), "root")
+
+	start := time.Now()
+	out, errOut, err := imgrun(t, root, "--mirror", mirror.URL, "node:latest", "node", "-v")
+	t.Logf("cold imgrun node:latest node -v (pull %s through the mirror, unpack, run): %s", humanSize(t, origin), time.Since(start).Round(time.Millisecond))
+	if err != nil {
+		t.Fatalf("imgrun node:latest node -v: %v\nstderr:\n%s", err, errOut)
+	}
+	if !regexp.MustCompile(`^v\d+\.\d+\.\d+$`).MatchString(strings.TrimSpace(out)) {
+		t.Errorf("node -v printed %q", out)
+	}
+	start = time.Now()
+	out, errOut, err = imgrun(t, root, "--mirror", mirror.URL, "node:latest", "node", "index.js")
+	t.Logf("warm imgrun node:latest node index.js: %s", time.Since(start).Round(time.Millisecond))
+	if err != nil {
+		t.Fatalf("imgrun node:latest node index.js: %v\nstderr:\n%s", err, errOut)
+	}
+	if !strings.HasPrefix(out, "hello from node v") {
+		t.Errorf("node index.js (in WorkingDir /app) printed %q", out)
+	}
+	blobs := blobGETs(mirror.Requests())
+	if blobs < 4 {
+		t.Errorf("the image did not come through the mirror: %v", mirror.Requests())
+	}
+	out, errOut, err = imgrun(t, root, "--mirror", mirror.URL, "pull", "node")
+	if err != nil {
+		t.Fatalf("imgrun pull node: %v\nstderr:\n%s", err, errOut)
+	}
+	if got := strings.TrimSpace(out); got != "index.docker.io/library/node@"+want.String() {
+		t.Errorf("imgrun pull node printed %q, want the pinned index.docker.io/library/node@%s", got, want)
+	}
+	if n := blobGETs(mirror.Requests()) - blobs; n != 0 {
+		t.Errorf("pulling the cached image again sent %d blob GETs, want 0", n)
+	}
+}
+
+// humanSize is the size of a registry's storage, for logs.
+func humanSize(t *testing.T, r *distreg.Registry) string {
+	t.Helper()
+	var n int64
+	filepath.WalkDir(r.Dir, func(_ string, d os.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return fmt.Sprintf("%.0f MB", float64(n)/1e6)
 }
