@@ -77,3 +77,27 @@ if [[ ! -f $layout/index.json || -n ${BENCH_REBUILD:-} ]]; then
 else
 	cat "$B/image-oci.summary"
 fi
+
+# A second image sharing the first three layers, with a small app layer of its own on top:
+# pulling it after the first should cost its new layer only.
+if [[ ! -d $B/l5/app ]]; then
+	rm -rf "$B/l5"
+	mkdir -p "$B/l5/app"
+	printf 'require("http").createServer((q, s) => s.end("hello\\n")).listen(8080);\n' >"$B/l5/app/server.js"
+	echo '{"name": "app", "version": "1.0.0", "main": "server.js"}' >"$B/l5/app/package.json"
+	touch -d 2024-01-01T00:00:00Z "$B/l5/app/server.js" "$B/l5/app/package.json" "$B/l5/app" "$B/l5"
+fi
+layout2=$B/image2-oci
+if [[ ! -f $layout2/index.json || -n ${BENCH_REBUILD:-} ]]; then
+	echo "build-image: writing the second OCI layout $layout2"
+	mkimage=${mkimage:-${MKIMAGE:-}}
+	if [[ -z $mkimage ]]; then
+		mkimage=$(mktemp -d)/mkimage
+		(cd "$here/.." && go build -o "$mkimage" ./bench/mkimage)
+	fi
+	"$mkimage" -o "$layout2" -ref bench/node-app:latest \
+		-exclude 'dev/*,proc/*,sys/*,var/cache/apt/archives/*.deb,var/cache/apt/*.bin' \
+		"$B/base" "$B/l2" "$B/l3" "$B/l5" | tee "$B/image2-oci.summary"
+else
+	cat "$B/image2-oci.summary"
+fi

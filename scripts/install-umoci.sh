@@ -17,9 +17,13 @@ echo "deps: building umoci $version into $dir"
 work=$(mktemp -d)
 trap 'chmod -R u+w "$work"; rm -rf "$work"' EXIT
 export GOPATH=$work/gopath GOFLAGS=-modcacherw GOTOOLCHAIN=local CGO_ENABLED=0 GOWORK=off
-src=$(cd "$work" && go mod download -json "github.com/opencontainers/umoci@$version" |
-	sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
-[[ -d $src ]] || { echo "install-umoci: module download failed" >&2; exit 1; }
+json=$(cd "$work" && go mod download -json "github.com/opencontainers/umoci@$version") || true
+src=$(sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p' <<<"$json")
+if [[ ! -d $src ]]; then
+	echo "install-umoci: downloading umoci $version failed:" >&2
+	echo "$json" >&2
+	exit 1
+fi
 cp -r "$src" "$work/src"
 chmod -R u+w "$work/src"
 (cd "$work/src" && go build -trimpath -o "$work/umoci" ./cmd/umoci)

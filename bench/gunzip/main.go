@@ -15,6 +15,10 @@ import (
 )
 
 func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: gunzip FILE...")
+		os.Exit(2)
+	}
 	var in, out int64
 	for _, name := range os.Args[1:] {
 		n, m, err := gunzip(name)

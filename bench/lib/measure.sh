@@ -7,12 +7,18 @@ export W BIN REF PORT CRANE
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 
 # daemon_hwm PID: the daemon's peak RSS in KiB since the last reset (echo 5 > clear_refs).
+# daemon_cpu PID: user+system CPU seconds the daemon has used so far.
+daemon_cpu() {
+	awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
 daemon_hwm() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 
 # measure KEY LABEL PREP CMD CHECK [warm]: RUNS timed runs of CMD (a bash -c string), each
 # after PREP and, unless "warm", a dropped page cache. CHECK must pass after each run. The
 # peak RSS is the largest process of CMD's tree (/usr/bin/time %M) or, when DAEMON_PID is
-# set, the daemon's if larger: for ctr and docker the work happens in the daemon.
+# set, the daemon's if larger: for ctr and docker the work happens in the daemon, whose CPU
+# time is added to the client's.
 measure() {
 	local key=$1 label=$2 prep=$3 cmd=$4 check=$5 mode=${6:-cold}
 	local times=() cpus=() rss=() status=ok i rc t0 t1 m u s hwm
@@ -20,7 +26,11 @@ measure() {
 	for ((i = 1; i <= RUNS; i++)); do
 		eval "$prep" >/dev/null 2>&1
 		[[ $mode == warm ]] || drop_caches
-		[[ -n ${DAEMON_PID:-} ]] && echo 5 >"/proc/$DAEMON_PID/clear_refs"
+		local dcpu0=0
+		if [[ -n ${DAEMON_PID:-} ]]; then
+			echo 5 >"/proc/$DAEMON_PID/clear_refs"
+			dcpu0=$(daemon_cpu "$DAEMON_PID")
+		fi
 		log "$key run $i/$RUNS"
 		t0=$(date +%s.%N)
 		/usr/bin/time -f '%M %U %S' -o "$W/time.out" timeout "$TIMEOUT" bash -c "$cmd" >"$W/$key.out" 2>&1
@@ -36,6 +46,7 @@ measure() {
 		if [[ -n ${DAEMON_PID:-} ]]; then
 			hwm=$(daemon_hwm "$DAEMON_PID")
 			((hwm > m)) && m=$hwm
+			u=$(awk -v a="$u" -v b="$(daemon_cpu "$DAEMON_PID")" -v c="$dcpu0" 'BEGIN { print a + b - c }')
 		fi
 		times+=("$(awk -v a="$t1" -v b="$t0" 'BEGIN { printf "%.3f", a - b }')")
 		cpus+=("$(awk -v a="$u" -v b="$s" 'BEGIN { printf "%.2f", a + b }')")
@@ -140,12 +151,13 @@ out.append("| measurement | median s | min s | ratio | CPU s (median) | peak RSS
 out.append("|---|---:|---:|---:|---:|---:|---|")
 others = [k for k in order if k not in cold]
 for k in others:
-    base = {"gunzip": im, "imgrun-export": med("crane-export"), "crane-export": med("imgrun-export")}.get(k)
+    base = {"gunzip": im, "imgrun-export": med("crane-export"), "crane-export": med("imgrun-export"),
+            "imgrun-run1": im, "imgrun-second": med("imgrun-run1")}.get(k)
     if k.startswith("warm-"):
         base = med("warm-bwrap")
     row(k, base)
 out.append("")
-out.append("Ratios: cold rows are tool / imgrun; gunzip is gunzip / imgrun unpack; the export rows are each other's inverse; warm rows are relative to bwrap.")
+out.append("Ratios: cold rows are tool / imgrun unpack; gunzip and imgrun run (cold) are relative to imgrun unpack, the second image to imgrun run (cold); the export rows are each other's inverse; warm rows are relative to bwrap.")
 out.append("")
 
 def goal(text, ok, detail):
@@ -182,7 +194,10 @@ goal("warm start <= 1.5x bwrap", (wi <= 1.5 * wb) if wi and wb else None,
      "imgrun %s s vs bwrap %s s" % (fmt(wi, 3), fmt(wb, 3)) if wi and wb else "not measured")
 goal("warm start >= 10x faster than docker run", (wd >= 10 * wi) if wi and wd else None,
      "imgrun %s s vs docker run %s s" % (fmt(wi, 3), fmt(wd, 3)) if wi and wd else "not measured")
-goal("second image sharing base layers costs its new layers only", None, "not measured by bench/run.sh yet")
+i1, i2 = med("imgrun-run1"), med("imgrun-second")
+goal("second image sharing base layers costs its new layers only (here: <= 1/4 of a cold first run)",
+     (i2 <= i1 / 4) if i1 and i2 else None,
+     "second image %s s vs cold first run %s s" % (fmt(i2), fmt(i1)) if i1 and i2 else "not measured")
 if notes:
     out.append("")
     out.append("Notes:")

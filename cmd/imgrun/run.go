@@ -120,6 +120,7 @@ func (a *app) runSpec(cmd *cobra.Command, f *runFlags, args []string) (run.Spec,
 	spec.TTY = f.tty
 	spec.Stdin = f.stdin
 	spec.Limits = base.Limits
+	spec.Stats = f.stats // a cgroup is made only for limits or --stats
 	spec.StateDir = filepath.Join(a.root, "runs")
 	return spec, runImage{st: st, img: img}, nil
 }

@@ -60,3 +60,50 @@ func BenchmarkApply(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(400*27), "ns/entry")
 }
+
+// BenchmarkApplyTar applies the uncompressed layer tar $IMGRUN_BENCH_TAR (a realistic layer, e.g.
+// `tar -cf /tmp/usr.tar -C / usr/share usr/include`) into a fresh directory per iteration, under
+// $IMGRUN_BENCH_DIR if set. Compare with `tar -xf` of the same file into the same filesystem.
+func BenchmarkApplyTar(b *testing.B) {
+	src := os.Getenv("IMGRUN_BENCH_TAR")
+	if src == "" {
+		b.Skip("IMGRUN_BENCH_TAR not set")
+	}
+	base := b.TempDir()
+	if d := os.Getenv("IMGRUN_BENCH_DIR"); d != "" {
+		var err error
+		if base, err = os.MkdirTemp(d, "bench-apply-"); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { os.RemoveAll(base) })
+	}
+	fi, err := os.Stat(src)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(fi.Size())
+	i := 0
+	for b.Loop() {
+		b.StopTimer()
+		root := filepath.Join(base, fmt.Sprint(i))
+		i++
+		if err := os.Mkdir(root, 0o755); err != nil {
+			b.Fatal(err)
+		}
+		f, err := os.Open(src)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		err = Apply(b.Context(), root, f)
+		b.StopTimer()
+		f.Close()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := os.RemoveAll(root); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -151,7 +152,7 @@ func (a *applier) dir(hdr *tar.Header, name string, pfd int, base string) error 
 	a.dirs = append(a.dirs, dirMeta{
 		name:    name,
 		atime:   atime(hdr),
-		mtime:   unix.NsecToTimespec(hdr.ModTime.UnixNano()),
+		mtime:   timespec(hdr.ModTime),
 		mode:    mode,
 		fixMode: applied != mode,
 	})
@@ -291,7 +292,7 @@ func (a *applier) owner(hdr *tar.Header, pfd int, base string, fd int) error {
 
 // times sets atime and mtime of base without following it.
 func (a *applier) times(hdr *tar.Header, pfd int, base string) error {
-	ts := []unix.Timespec{atime(hdr), unix.NsecToTimespec(hdr.ModTime.UnixNano())}
+	ts := []unix.Timespec{atime(hdr), timespec(hdr.ModTime)}
 	if err := unix.UtimesNanoAt(pfd, base, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return entryErr(hdr, "utimes", err)
 	}
@@ -300,7 +301,12 @@ func (a *applier) times(hdr *tar.Header, pfd int, base string) error {
 
 func atime(hdr *tar.Header) unix.Timespec {
 	if hdr.AccessTime.IsZero() {
-		return unix.NsecToTimespec(hdr.ModTime.UnixNano())
+		return timespec(hdr.ModTime)
 	}
-	return unix.NsecToTimespec(hdr.AccessTime.UnixNano())
+	return timespec(hdr.AccessTime)
+}
+
+// timespec converts without going through UnixNano, which overflows outside 1678–2262.
+func timespec(t time.Time) unix.Timespec {
+	return unix.Timespec{Sec: t.Unix(), Nsec: int64(t.Nanosecond())}
 }

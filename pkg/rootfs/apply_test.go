@@ -1,11 +1,17 @@
 package rootfs
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -490,5 +496,59 @@ func TestCleanName(t *testing.T) {
 		if got != want {
 			t.Errorf("cleanName(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// paxRaw builds a one-file tar whose PAX header carries records archive/tar's writer refuses to
+// write (GNU.sparse.*): the 'x' block is written as a plain file and retyped.
+func paxRaw(t *testing.T, name string, records map[string]string, body string) []byte {
+	t.Helper()
+	var rec strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(records)) {
+		line := " " + k + "=" + records[k] + "\n"
+		n := len(line)
+		for len(strconv.Itoa(n+len(strconv.Itoa(n)))) != len(strconv.Itoa(n)) {
+			n++
+		}
+		n += len(strconv.Itoa(n))
+		rec.WriteString(strconv.Itoa(n) + line)
+	}
+	ext := tartest.Tar(tartest.File("PaxHeaders/"+name, rec.String(), func(e *tartest.Entry) { e.Header.Format = tar.FormatUSTAR }))
+	ext = ext[:len(ext)-1024] // drop the end-of-archive blocks
+	ext[156] = 'x'
+	copy(ext[148:156], "        ")
+	var sum int
+	for _, c := range ext[:512] {
+		sum += int(c)
+	}
+	copy(ext[148:156], fmt.Sprintf("%06o\x00 ", sum))
+	main := tartest.Tar(tartest.File(name, body, func(e *tartest.Entry) { e.Header.Format = tar.FormatUSTAR }))
+	return append(ext, main...)
+}
+
+func TestApplyRejectsPAXSparse(t *testing.T) {
+	for name, rec := range map[string]map[string]string{
+		"sparse-1.0": {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.name": "s", "GNU.sparse.realsize": "8"},
+		"sparse-0.1": {"GNU.sparse.numblocks": "1", "GNU.sparse.offset": "0", "GNU.sparse.numbytes": "1", "GNU.sparse.map": "0,1", "GNU.sparse.size": "8"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			body := "1\n0\n1\n" + strings.Repeat("\x00", 512-6) + "x"
+			if name == "sparse-0.1" {
+				body = "x"
+			}
+			data := paxRaw(t, "s", rec, body)
+			_, parseErr := tar.NewReader(bytes.NewReader(data)).Next()
+			root := t.TempDir()
+			err := Apply(t.Context(), root, bytes.NewReader(data))
+			switch {
+			case err == nil:
+				t.Fatal("sparse entry applied")
+			case parseErr == nil && !errors.Is(err, ErrUnsupportedEntry):
+				t.Fatalf("err = %v, want ErrUnsupportedEntry", err)
+			}
+			if _, err := os.Lstat(filepath.Join(root, "s")); err == nil {
+				t.Error("sparse file created")
+			}
+		})
 	}
 }

@@ -205,6 +205,12 @@ func (c *Cache) Remove(ctx context.Context, key digest.Digest) error {
 		return fmt.Errorf("remove rootfs %s: %w", key, err)
 	}
 	defer l.unlock()
+	// The tree passes through tmp/, which pkg/layers' GC empties: keep it away meanwhile.
+	gc, err := c.lockFile(ctx, gcLockName, unix.LOCK_SH)
+	if err != nil {
+		return fmt.Errorf("remove rootfs %s: %w", key, err)
+	}
+	defer gc.unlock()
 	if !c.Has(key) {
 		return fmt.Errorf("remove rootfs %s: %w", key, ErrNotCached)
 	}

@@ -51,8 +51,8 @@ func (e *exporter) layer(idx int, s *layerStream) error {
 			return err
 		}
 	}
-	// Read the stream to its end so that the layer's digest is checked before its entries
-	// count as final.
+	// Read the stream to its end so that the layer's digest is checked: a mismatch fails the
+	// export (whose output so far the caller must then discard).
 	if err := s.finish(); err != nil {
 		return err
 	}

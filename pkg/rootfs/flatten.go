@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -26,7 +27,8 @@ const rootMode = 0o755
 // order, as whiteouts require. Every layer is read to its end, so a layer whose reader reports
 // a digest mismatch at EOF fails Flatten even when its tar ends early.
 //
-// The options are passed to [Apply].
+// An existing empty dir is replaced by the new tree, whose root is 0755 (like docker's "/")
+// unless a layer's root entry says otherwise. The options are passed to [Apply].
 func Flatten(ctx context.Context, dir string, layers []Layer, opts ...ApplyOption) error {
 	if _, err := makeApplyOptions(opts); err != nil {
 		return fmt.Errorf("flatten %s: %w", dir, err)
@@ -38,18 +40,29 @@ func Flatten(ctx context.Context, dir string, layers []Layer, opts ...ApplyOptio
 	if parent == "" {
 		parent = "."
 	}
-	tmp, err := os.MkdirTemp(parent, "."+base+".imgrun-tmp-")
+	prefix := "." + base + ".imgrun-tmp-"
+	removeStaleTemps(parent, prefix)
+	tmp, err := os.MkdirTemp(parent, prefix)
 	if err != nil {
 		return fmt.Errorf("flatten %s: %w", dir, err)
 	}
+	// The lock marks the temporary tree as live; a killed Flatten's tree is unlocked and the
+	// next Flatten into the same dir removes it.
+	unlock, err := lockDir(tmp, false)
+	if err != nil {
+		return errors.Join(fmt.Errorf("flatten %s: %w", dir, err), removeTree(tmp))
+	}
+	defer unlock()
 	if err := buildTree(ctx, tmp, layers, opts); err != nil {
 		return errors.Join(fmt.Errorf("flatten %s: %w", dir, err), removeTree(tmp))
 	}
 	// rename(2) replaces an empty directory (os.Rename refuses any existing directory).
 	if err := unix.Rename(tmp, dir); err != nil {
-		// dir became non-empty meanwhile (ENOTEMPTY, EEXIST) or cannot be replaced.
-		err = &os.LinkError{Op: "rename", Old: tmp, New: dir, Err: err}
-		return errors.Join(fmt.Errorf("flatten %s: %w", dir, err), removeTree(tmp))
+		lerr := error(&os.LinkError{Op: "rename", Old: tmp, New: dir, Err: err})
+		if err == unix.ENOTEMPTY || err == unix.EEXIST || err == unix.ENOTDIR {
+			lerr = fmt.Errorf("%w: %w", ErrNotEmpty, lerr) // filled or replaced meanwhile
+		}
+		return errors.Join(fmt.Errorf("flatten %s: %w", dir, lerr), removeTree(tmp))
 	}
 	if err := syncDir(parent); err != nil {
 		return fmt.Errorf("flatten %s: %w", dir, err)
@@ -144,4 +157,43 @@ func syncDir(dir string) error {
 		return fmt.Errorf("fsync %s: %w", dir, err)
 	}
 	return nil
+}
+
+// lockDir takes an exclusive flock on a directory (waiting only if wait is set); the lock dies
+// with the process.
+func lockDir(dir string, wait bool) (unlock func(), err error) {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: dir, Err: err}
+	}
+	how := unix.LOCK_EX
+	if !wait {
+		how |= unix.LOCK_NB
+	}
+	if err := unix.Flock(fd, how); err != nil {
+		unix.Close(fd)
+		return nil, &os.PathError{Op: "flock", Path: dir, Err: err}
+	}
+	return func() { unix.Close(fd) }, nil
+}
+
+// removeStaleTemps removes the temporary trees that killed Flattens into the same target left
+// beside it: those whose lock nobody holds. Failures are ignored; they only leave garbage.
+func removeStaleTemps(parent, prefix string) {
+	ents, err := os.ReadDir(parent)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), prefix) {
+			continue
+		}
+		p := filepath.Join(parent, e.Name())
+		unlock, err := lockDir(p, false)
+		if err != nil {
+			continue // live, or not ours to judge
+		}
+		_ = removeTree(p)
+		unlock()
+	}
 }

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/imgrun/imgrun/internal/tartest"
 	"github.com/imgrun/imgrun/pkg/rootfs"
 )
@@ -229,4 +231,39 @@ func TestFlattenCancelMidway(t *testing.T) {
 	if names := dirNames(t, parent); len(names) > 0 {
 		t.Errorf("parent holds %v after a cancelled Flatten", names)
 	}
+}
+
+// TestFlattenRemovesStaleTemps checks that Flatten removes what a killed Flatten into the
+// same target left beside it, but not the temporary tree of one still running.
+func TestFlattenRemovesStaleTemps(t *testing.T) {
+	parent := t.TempDir()
+	stale := filepath.Join(parent, ".rootfs.imgrun-tmp-111")
+	live := filepath.Join(parent, ".rootfs.imgrun-tmp-222")
+	for _, d := range []string{stale, live} {
+		mustMkdir(t, d)
+		mustMkdir(t, filepath.Join(d, "ro"))
+		mustWrite(t, filepath.Join(d, "ro", "f"), "partial")
+		if err := os.Chmod(filepath.Join(d, "ro"), 0o555); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A running Flatten holds an flock on its temporary tree.
+	fd, err := unix.Open(live, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Flock(fd, unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	if err := rootfs.Flatten(t.Context(), filepath.Join(parent, "rootfs"), memLayers(tl{tFile("a", "a")})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(stale); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("stale temporary tree still there: %v", err)
+	}
+	if _, err := os.Stat(live); err != nil {
+		t.Errorf("live temporary tree removed: %v", err)
+	}
+	os.Chmod(filepath.Join(live, "ro"), 0o755) // let t.TempDir clean up rootless
 }

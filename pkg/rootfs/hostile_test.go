@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/imgrun/imgrun/internal/tartest"
+	"golang.org/x/sys/unix"
 )
 
 // updateHostile rewrites testdata/hostile from hostileCases:
@@ -46,6 +47,15 @@ func landed(rel, want string) func(t *testing.T, root string) {
 		}
 		if got := describe(t, filepath.Join(root, rel)); got != want {
 			t.Errorf("%s in root: got %s, want %s", rel, got, want)
+		}
+	}
+}
+
+func absent(rel string) func(t *testing.T, root string) {
+	return func(t *testing.T, root string) {
+		t.Helper()
+		if _, err := os.Lstat(filepath.Join(root, rel)); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s in root: still there (%v)", rel, err)
 		}
 	}
 }
@@ -121,7 +131,7 @@ var hostileCases = []hostileCase{
 	// A10: whiteouts through symlinked parents.
 	{name: "whiteout-symlink-parent", layers: []L{{symlink("lnk", "../victim")}, {wh("lnk/file")}}, check: landed("lnk", "symlink ../victim 0:0")},
 	{name: "whiteout-absolute-symlink-parent", layers: []L{{symlink("lnk", deepUp+"tmp")}, {wh("lnk/" + hostSentinel)}}},
-	{name: "whiteout-symlink-removes-link", layers: []L{{symlink("lnk", "../victim")}, {wh("lnk")}}},
+	{name: "whiteout-symlink-removes-link", layers: []L{{symlink("lnk", "../victim")}, {wh("lnk")}}, check: absent("lnk")},
 	{name: "whiteout-dead-symlink-parent", layers: []L{{symlink("dead", "/does/not/exist")}, {wh("dead/file")}}},
 	{name: "whiteout-relative-path", layers: []L{{dir("d/")}, {wh("d/../../victim")}}, wantErr: true},
 	// A11: opaque markers.
@@ -133,13 +143,14 @@ var hostileCases = []hostileCase{
 		check: landed("lnk", "dir 0777 0:0")},
 	{name: "file-over-symlink-outside", layers: []L{{symlink("lnk", "../victim/file")}, {file("lnk", "pwned", mode(0o666))}},
 		check: landed("lnk", `file 0666 0:0 "pwned"`)},
-	{name: "fifo-over-symlink-outside", layers: []L{{symlink("lnk", "../victim/file"), tartest.Fifo("lnk")}}},
+	{name: "fifo-over-symlink-outside", layers: []L{{symlink("lnk", "../victim/file"), tartest.Fifo("lnk")}}, check: landed("lnk", "fifo 0644 0:0")},
 	{name: "symlink-over-dir-then-write", layers: []L{{dir("lib/"), file("lib/a", "1")}, {symlink("lib", "../victim")}, {file("lib/x", "x")}},
 		wantErr: true},
 	{name: "chmod-through-symlink-same-name", layers: []L{{symlink("victim", "../victim"), dir("victim", mode(0o777))}},
 		check: landed("victim", "dir 0777 0:0")},
 	// A16: xattr smuggling.
-	{name: "xattr-overlay-smuggling", layers: []L{{dir("d/", tartest.Xattr("trusted.overlay.opaque", "y"), tartest.Xattr("user.overlay.opaque", "y"))}}},
+	{name: "xattr-overlay-smuggling", layers: []L{{dir("d/", tartest.Xattr("trusted.overlay.opaque", "y"), tartest.Xattr("user.overlay.opaque", "y"))}},
+		check: noXattrs("d", "trusted.overlay.opaque", "user.overlay.opaque")},
 	// A20: symlink loops and long chains.
 	{name: "symlink-loop", layers: []L{{symlink("a", "b"), symlink("b", "a"), file("a/x", "x")}}, wantErr: true},
 	{name: "symlink-self-loop", layers: []L{{symlink("a", "a"), file("a/x", "x")}}, wantErr: true},
@@ -344,5 +355,16 @@ func runHostile(t *testing.T) {
 				c.check(t, root)
 			}
 		})
+	}
+}
+
+func noXattrs(rel string, names ...string) func(t *testing.T, root string) {
+	return func(t *testing.T, root string) {
+		t.Helper()
+		for _, n := range names {
+			if _, err := unix.Lgetxattr(filepath.Join(root, rel), n, make([]byte, 64)); err == nil {
+				t.Errorf("%s has xattr %s", rel, n)
+			}
+		}
 	}
 }

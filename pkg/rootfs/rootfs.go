@@ -30,8 +30,9 @@
 //     itself. Metadata of a hard-link entry is not applied: the linked inode keeps its own.
 //   - Modes (including setuid, setgid, sticky, applied after chown), owners (as root), mtimes
 //     (directories' mtimes after their contents, at the end of each layer) and the xattrs user.*
-//     and, as root, security.capability are applied. trusted.*, security.selinux and overlay
-//     xattrs (trusted.overlay.*, user.overlay.*) are dropped.
+//     and, as root, security.capability are applied (to regular files and directories: the kernel
+//     allows user.* nowhere else). trusted.*, security.selinux and overlay xattrs
+//     (trusted.overlay.*, user.overlay.*) are dropped.
 //   - Character and block devices are created only as root; otherwise they are skipped with one
 //     warning per Apply. Sparse entries and unknown entry types are errors; PAX global headers
 //     and GNU volume headers are skipped.

@@ -145,10 +145,12 @@ func TestRootlessChild(t *testing.T) {
 			dir("locked/", mode(0o000)), file("locked/x", "x"),
 			dir("locked2/", mode(0o000)), file("locked2/a", "a"),
 			dir("noexec/", mode(0o444)), file("noexec/a", "a"),
+			dir("op/", mode(0o555)), file("op/a", "a"), dir("op/h/", mode(0)), file("op/h/x", "x"),
 		},
 		{
 			wh("locked"), file("ro/sub/deep", "replaced"),
 			file("locked2/b", "b"), wh("locked2/a"), file("noexec/b", "b"), wh("noexec/a"),
+			opaque("op"), file("op/new", "n"),
 		},
 	}
 	for i, l := range layers {
@@ -156,12 +158,12 @@ func TestRootlessChild(t *testing.T) {
 		if err := Apply(t.Context(), root, tartest.Reader(l...), WithLogger(logger)); err != nil {
 			t.Fatalf("layer %d: %v", i+1, err)
 		}
-		if i == 0 && warns.Load()-before != 1 {
-			t.Errorf("layer 1 logged %d warnings, want exactly 1 (devices skipped)", warns.Load()-before)
+		if i == 0 && warns.Load()-before != 2 {
+			t.Errorf("layer 1 logged %d warnings, want 2 (devices skipped, capability dropped)", warns.Load()-before)
 		}
 	}
 	// Directories without permissions for us keep their image mode and got their contents.
-	for p, want := range map[string]os.FileMode{"locked2": 0, "noexec": 0o444, "ro": 0o555, "ro/sub": 0o500} {
+	for p, want := range map[string]os.FileMode{"locked2": 0, "noexec": 0o444, "ro": 0o555, "ro/sub": 0o500, "op": 0o555} {
 		fi, err := os.Lstat(filepath.Join(root, p))
 		if err != nil {
 			t.Fatal(err)
@@ -190,6 +192,8 @@ func TestRootlessChild(t *testing.T) {
 		"locked2/b":    `file 0644 ` + o + ` "b"`,
 		"noexec":       "dir 0700 " + o,
 		"noexec/b":     `file 0644 ` + o + ` "b"`,
+		"op":           "dir 0700 " + o,
+		"op/new":       `file 0644 ` + o + ` "n"`,
 	}
 	if d := diffTrees(tree(t, root), want); d != "" {
 		t.Errorf("tree differs:\n%s", d)

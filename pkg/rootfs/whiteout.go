@@ -92,6 +92,9 @@ func (a *applier) inRootPath(fd int) (string, bool) {
 
 func (a *applier) clearLower(fd int, dir string) error {
 	names, err := readDirNames(fd)
+	if errors.Is(err, unix.EACCES) && a.o.rootless && a.makeWritable(fd) {
+		names, err = readDirNames(fd)
+	}
 	if err != nil {
 		return err
 	}

@@ -64,7 +64,11 @@ func (a *applier) xattrs(hdr *tar.Header, fd int) error {
 			continue
 		}
 		if !a.keepXattr(name) {
-			a.o.logger.Debug("dropping xattr", "name", hdr.Name, "xattr", name)
+			if name == "security.capability" {
+				a.warnOnce("capability", "dropping security.capability xattrs: not running as root", "first", hdr.Name)
+			} else {
+				a.o.logger.Debug("dropping xattr", "name", hdr.Name, "xattr", name)
+			}
 			continue
 		}
 		if err := set(name, []byte(v)); err != nil {

@@ -14,11 +14,17 @@ var defaultCaps = []uintptr{
 	unix.CAP_NET_BIND_SERVICE, unix.CAP_SYS_CHROOT, unix.CAP_KILL, unix.CAP_AUDIT_WRITE,
 }
 
-// setCredentials drops the capability bounding set to defaultCaps, clears the inheritable and
+// setCredentials installs the seccomp filter (while CAP_SYS_ADMIN still allows it without
+// no_new_privs), drops the capability bounding set to defaultCaps, clears the inheritable and
 // ambient sets, switches to u (a non-root user then has no capabilities left), re-arms the
 // parent-death signal (a credential change clears it) and sets no_new_privs unless allowed.
 // It acts on the calling, locked thread, which then executes the command.
-func setCredentials(u execUser, userns, newPrivs bool) error {
+func setCredentials(u execUser, userns, newPrivs, unconfined bool) error {
+	if !unconfined {
+		if err := installSeccomp(); err != nil {
+			return err
+		}
+	}
 	var keep [2]uint32
 	for _, c := range defaultCaps {
 		keep[c/32] |= 1 << (c % 32)

@@ -34,9 +34,11 @@
 //   - resolves Spec.User in the image's /etc/passwd and /etc/group (regular files of at most
 //     4 MiB, ids in 0..2^31-1), creates and enters the working directory (and checks getcwd),
 //     finds the command on the Spec's PATH inside the root;
-//   - drops the capability bounding set to docker's defaults, clears the inheritable and ambient
-//     sets, switches user and groups, sets no_new_privs, marks every descriptor above 2
-//     close-on-exec and executes the command.
+//   - installs a seccomp deny-list (a subset of docker's profile: keyctl, bpf, perf_event_open,
+//     userfaultfd, io_uring, module and kexec loading, file handles, the mount API, new user
+//     namespaces; Spec.Unconfined turns it off), drops the capability bounding set to docker's
+//     defaults, clears the inheritable and ambient sets, switches user and groups, sets
+//     no_new_privs, marks every descriptor above 2 close-on-exec and executes the command.
 //
 // The command therefore becomes PID 1 itself: no process running imgrun's binary remains
 // (CVE-2019-5736), and the run behaves as `docker run` without --init. PID 1 receives only the

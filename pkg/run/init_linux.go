@@ -123,7 +123,7 @@ func initMain() error {
 	if err != nil {
 		return err
 	}
-	if err := setCredentials(user, c.Userns, s.NewPrivileges); err != nil {
+	if err := setCredentials(user, c.Userns, s.NewPrivileges, s.Unconfined); err != nil {
 		return err
 	}
 	// No descriptor of the launcher may reach the command (CVE-2024-21626); errFd closes on exec.

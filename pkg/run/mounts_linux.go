@@ -153,7 +153,12 @@ func mountSystem(c *initConfig, root *os.File) error {
 	// root without them, or a rootless run over an /etc owned by an unmapped user) they are
 	// left out rather than failing the run.
 	for _, name := range []string{"hosts", "hostname", "resolv.conf"} {
-		err := mountAt(root, "etc/"+name, false, false, filepath.Join(c.RunDir, name), "", unix.MS_BIND, "")
+		src := filepath.Join(c.RunDir, name)
+		err := mountAt(root, "etc/"+name, false, false, src, "", unix.MS_BIND, "")
+		if errors.Is(err, unix.ENOENT) && removeDangling(root, "etc", name) == nil {
+			// e.g. resolv.conf -> ../run/systemd/resolve/stub-resolv.conf: a file takes its place
+			err = mountAt(root, "etc/"+name, false, false, src, "", unix.MS_BIND, "")
+		}
 		if err != nil && !errors.Is(err, unix.EROFS) && !errors.Is(err, unix.EACCES) && !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.EOVERFLOW) {
 			return err
 		}
@@ -164,6 +169,23 @@ func mountSystem(c *initConfig, root *os.File) error {
 		}
 	}
 	return nil
+}
+
+// removeDangling removes dir/name inside root when it is a symlink (in the writable layer).
+func removeDangling(root *os.File, dir, name string) error {
+	fd, err := openInRoot(root, dir, false)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFLNK {
+		return unix.ENOENT
+	}
+	return unix.Unlinkat(fd, name, 0)
 }
 
 // maskProc hides the /proc files docker hides and makes the kernel knobs read-only.

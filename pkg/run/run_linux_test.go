@@ -78,11 +78,15 @@ func TestRunExitCodes(t *testing.T) {
 }
 
 func TestRunIsolation(t *testing.T) {
+	danglingResolv := variantRootfs(t, func(dir string) {
+		os.Symlink("../run/systemd/resolve/stub-resolv.conf", filepath.Join(dir, "etc/resolv.conf"))
+	})
 	tests := []struct {
 		name string
 		spec Spec
 		want string // regexp for the whole output
 	}{
+		{"dangling /etc/resolv.conf", Spec{Rootfs: danglingResolv, Args: sh("cat /etc/resolv.conf")}, `^# imgrun`},
 		{"pid 1", Spec{Args: sh("echo $$")}, `^1\n$`},
 		{"hostname", Spec{Args: []string{"hostname"}, Hostname: "box"}, `^box\n$`},
 		{"default hostname", Spec{Args: sh("hostname; cat /etc/hostname")}, `^([0-9a-f]{12})\n([0-9a-f]{12})\n$`},
@@ -108,6 +112,11 @@ func TestRunIsolation(t *testing.T) {
 		{"kernel knobs read-only", Spec{Args: sh("echo 1 > /proc/sys/kernel/ns_last_pid 2>/dev/null || echo ro")}, `^ro\n$`},
 		{"tmp is a fresh tmpfs", Spec{Args: sh("grep ' /tmp ' /proc/self/mountinfo | grep -c tmpfs")}, `^1\n$`},
 		{"own cgroup namespace", Spec{Args: sh("cut -d: -f3 /proc/self/cgroup | sort -u")}, `^/\n$`},
+		{"seccomp", Spec{Args: []string{"rthelper", "sys"}},
+			`^keyctl=1 bpf=1 userfaultfd=1 unshare-user=1 clone3=38 getppid=0 \n$`}, // EPERM, ENOSYS
+		{"seccomp unconfined", Spec{Unconfined: true, Args: []string{"rthelper", "sys"}}, `^keyctl=22 bpf=22 `}, // EINVAL: reached the kernel
+		{"no new user namespace", Spec{Args: sh("unshare -U true 2>/dev/null && echo made || echo denied")}, `^denied\n$`},
+		{"new user namespace when unconfined", Spec{Unconfined: true, Args: sh("unshare -U true 2>/dev/null && echo made || echo denied")}, `^made\n$`},
 		{"host network", Spec{Network: NetworkHost, Args: sh("grep -c : /proc/net/dev")}, `^[0-9]+\n$`},
 	}
 	for _, tc := range tests {
@@ -311,6 +320,23 @@ func TestRunSignals(t *testing.T) {
 	err := Run(ctx, Spec{Rootfs: rootfs, StateDir: t.TempDir(), Args: []string{"sleep", "60"}, StopTimeout: 100 * time.Millisecond}, Stdio{})
 	if !errors.As(err, &ee) || ee.Code != 137 || ee.Signal != syscall.SIGKILL {
 		t.Fatalf("cancelled run: err = %v, want SIGKILL (137)", err)
+	}
+}
+
+func TestRunStdin(t *testing.T) {
+	rootfs := testRootfs(t)
+	for _, tc := range []struct {
+		stdin bool
+		want  string
+	}{{true, "from the caller\n"}, {false, ""}} { // without -i, stdin is /dev/null
+		var out bytes.Buffer
+		spec := Spec{Rootfs: rootfs, StateDir: t.TempDir(), Stdin: tc.stdin, Args: []string{"cat"}}
+		if err := Run(t.Context(), spec, Stdio{Stdin: strings.NewReader("from the caller\n"), Stdout: &out}); err != nil {
+			t.Fatal(err)
+		}
+		if out.String() != tc.want {
+			t.Errorf("Stdin %v: output %q, want %q", tc.stdin, out.String(), tc.want)
+		}
 	}
 }
 

@@ -8,13 +8,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 )
 
 var longFlag = flag.Bool("chaos.long", false, "long mode: many more kill points, concurrency rounds and 10-minute fuzzing (also IMGRUN_CHAOS=long)")
 
-// imgrunBin is the imgrun binary built once by TestMain; every test runs it as a subprocess.
+// imgrunBin is the imgrun binary (see imgrun); every test runs it as a subprocess.
 var imgrunBin string
 
 // Counts reported at the end of the run (and copied into README.md by hand).
@@ -37,24 +38,42 @@ func pick(short, long_ int) int {
 
 func TestMain(m *testing.M) {
 	flag.Parse()
-	dir, err := os.MkdirTemp("", "imgrun-chaos-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "chaos:", err)
-		os.Exit(2)
-	}
-	imgrunBin = filepath.Join(dir, "imgrun")
-	build := exec.Command("go", "build", "-o", imgrunBin, "github.com/imgrun/imgrun/cmd/imgrun")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "chaos: building imgrun:", err)
-		os.RemoveAll(dir)
-		os.Exit(2)
-	}
 	code := m.Run()
-	fmt.Fprintf(os.Stderr, "chaos counts: mode=%s imgrun-processes=%d kills=%d findings=%d\n",
-		map[bool]string{true: "long", false: "short"}[long()], countRuns.Load(), countKills.Load(), countFindings.Load())
-	os.RemoveAll(dir)
+	if countRuns.Load() > 0 {
+		fmt.Fprintf(os.Stderr, "chaos counts: mode=%s imgrun-processes=%d kills=%d findings=%d\n",
+			map[bool]string{true: "long", false: "short"}[long()], countRuns.Load(), countKills.Load(), countFindings.Load())
+	}
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
 	os.Exit(code)
+}
+
+var (
+	binOnce sync.Once
+	binDir  string
+	binErr  error
+)
+
+// imgrun returns the imgrun binary, built on first use (not in TestMain: fuzz workers would
+// each build it).
+func imgrun(t testing.TB) string {
+	t.Helper()
+	binOnce.Do(func() {
+		binDir, binErr = os.MkdirTemp("", "imgrun-chaos-bin-")
+		if binErr != nil {
+			return
+		}
+		imgrunBin = filepath.Join(binDir, "imgrun")
+		out, err := exec.Command("go", "build", "-o", imgrunBin, "github.com/imgrun/imgrun/cmd/imgrun").CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("building imgrun: %v: %s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return imgrunBin
 }
 
 // finding reports a violated guarantee: it fails the test and counts it.

@@ -53,7 +53,7 @@ func (c cli) start(t testing.TB, killAfter time.Duration, args ...string) func()
 		deadline = 2 * time.Minute
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), deadline)
-	cmd := exec.CommandContext(ctx, imgrunBin, c.argv(args)...)
+	cmd := exec.CommandContext(ctx, imgrun(t), c.argv(args)...)
 	cmd.Env = append([]string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"}, c.env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

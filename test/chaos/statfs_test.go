@@ -4,6 +4,9 @@ package chaos
 
 import "syscall"
 
-type syscallStatfs = syscall.Statfs_t
+type (
+	syscallStatfs = syscall.Statfs_t
+	syscallStat   = syscall.Stat_t
+)
 
 func statfs(p string, st *syscallStatfs) error { return syscall.Statfs(p, st) }
