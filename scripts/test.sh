@@ -4,12 +4,17 @@
 # builds the examples, and runs every test including the integration tests. As a normal
 # user the root-only tests and those whose tools are missing are skipped.
 #
-# Environment: GO_TEST_FLAGS (extra `go test` flags, e.g. "-run TestPull -v"),
-# PKGS (packages, default ./...), IMGRUN_TEST_CACHE (debootstrap cache, default
-# /var/cache/imgrun-test), IMGRUN_DEBIAN_MIRROR (default: the system's apt mirror).
+# Environment:
+#   GO_TEST_FLAGS         extra `go test` flags, e.g. "-run TestPull -v"
+#   PKGS                  packages to test (default ./...)
+#   TEST_TAGS             build tags (default integration; e.g. integration,chaos)
+#   IMGRUN_TEST_CACHE     where debootstrap images are cached (default /var/cache/imgrun-test)
+#   IMGRUN_DEBIAN_MIRROR  mirror for debootstrap (default: the one apt uses)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-[[ -x /usr/local/go/bin/go ]] && export PATH=/usr/local/go/bin:$PATH
+if [[ -x /usr/local/go/bin/go ]]; then
+	export PATH=/usr/local/go/bin:$PATH
+fi
 if [[ $(id -u) -ne 0 ]]; then
 	export PATH=${XDG_CACHE_HOME:-$HOME/.cache}/imgrun-test/bin:$PATH
 fi
@@ -26,6 +31,7 @@ if [[ -z ${IMGRUN_DEBIAN_MIRROR:-} ]]; then
 	[[ -n $m ]] && export IMGRUN_DEBIAN_MIRROR=$m
 fi
 
+tags=${TEST_TAGS:-integration}
 failed=()
 step() { # step NAME CMD...: runs CMD, remembers NAME when it fails
 	local name=$1
@@ -45,7 +51,7 @@ unformatted() {
 }
 
 step gofmt unformatted
-step "go vet" go vet -tags integration ./...
+step "go vet" go vet -tags "$tags" ./...
 step "go build" go build ./...
 if [[ -d examples ]]; then
 	step "go build examples" go build ./examples/...
@@ -57,7 +63,7 @@ fi
 # go test comes last so that its ok/FAIL lines close the output.
 echo "== go test"
 # shellcheck disable=SC2086
-go test -tags integration -count=1 -timeout 30m ${GO_TEST_FLAGS:-} ${PKGS:-./...}
+go test -tags "$tags" -count=1 -timeout 30m ${GO_TEST_FLAGS:-} ${PKGS:-./...}
 rc=$?
 if ((rc == 0 && ${#failed[@]})); then
 	rc=1

@@ -140,8 +140,11 @@ def row(k, base):
     ratio = "%.2fx" % (m / base) if m and base else "-"
     cpu = fmt(statistics.median(r["cpu"])) if r["cpu"] else "-"
     rss = fmt(max(r["rss"]) / 1024, 0) if r["rss"] else "-"
+    p = 3 if k.startswith("warm-") else 2
     st = r["status"] if r["status"] != "ok" else "ok (%d runs)" % len(r["t"])
-    out.append("| %s | %s | %s | %s | %s | %s | %s |" % (r["label"], fmt(m), fmt(min(r["t"])) if r["t"] else "-", ratio, cpu, rss, st))
+    if r["status"] == "ok" and len(r["t"]) <= 5:
+        st = "ok: " + ", ".join(fmt(x, p) for x in r["t"])
+    out.append("| %s | %s | %s | %s | %s | %s | %s |" % (r["label"], fmt(m, p), fmt(min(r["t"]), p) if r["t"] else "-", ratio, cpu, rss, st))
 for k in cold:
     row(k, im)
 out.append("")

@@ -3,7 +3,6 @@ package distreg_test
 import (
 	"errors"
 	"net/http"
-	"strings"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -36,7 +35,7 @@ func TestPushPull(t *testing.T) {
 		t.Errorf("digest = %s, want %s", d.Digest, want)
 	}
 	if n := r.CountRequests("GET", "/v2/test/tricky/manifests/v1"); n != 1 {
-		t.Errorf("access log shows %d manifest GETs, want 1:\n%s", n, strings.Join(r.Requests(), "\n"))
+		t.Errorf("access log shows %d manifest GETs, want 1:\n%s", n, r.Requests())
 	}
 }
 

@@ -37,7 +37,9 @@ import (
 //     original path a higher layer replaced or deleted keeps its old content under its
 //     surviving links, as on disk.
 //
-// Entry names are taken literally: a layer entry below a path that a lower layer made a
+// Whiteouts and opaque markers hide what the layers below put there, wherever they appear
+// in their own layer (OCI image-spec): an entry of the same layer is kept. Entry names are
+// taken literally: a layer entry below a path that a lower layer made a
 // symlink is exported under its own name (Apply would write it through the symlink, inside
 // the root; docker-built layers never contain such entries). A path repeated within one layer
 // is written each time, the last one last, which is how tar extractors resolve it; contents

@@ -14,7 +14,6 @@ func BenchmarkFlatten(b *testing.B) {
 	layers, total := benchOnce()
 	b.SetBytes(total)
 	parent := b.TempDir()
-	i := 0
 	for b.Loop() {
 		dir := filepath.Join(parent, "rootfs")
 		if err := rootfs.Flatten(b.Context(), dir, layers); err != nil {
@@ -24,7 +23,6 @@ func BenchmarkFlatten(b *testing.B) {
 		if err := os.RemoveAll(dir); err != nil {
 			b.Fatal(err)
 		}
-		i++
 		b.StartTimer()
 	}
 }

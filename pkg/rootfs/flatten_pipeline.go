@@ -9,12 +9,17 @@ import (
 )
 
 // The layer pipeline overlaps decompression (CPU-bound) with extraction or export (syscall- or
-// write-bound). Each layer gets one producer goroutine that opens the layer, reads its
-// uncompressed bytes into fixed-size chunks and hands them to the consumer through a bounded
-// channel. The consumer takes the layers strictly in order; producers of the next
+// write-bound). Each layer gets one producer goroutine that opens the layer (pkg/layers
+// decompresses it and hashes the uncompressed bytes once, for the diffID check at EOF), reads
+// it into fixed-size chunks and hands them to the consumer through a bounded channel. The
+// consumer takes the layers strictly in order (Flatten: lowest first; Export: top first), so
+// whiteouts, opaque markers and replacements see exactly the layers they must, whatever the
+// producers' timing: only decoding runs ahead, never applying. Producers of the next
 // pipelineAhead layers run while the current one is consumed, so on two cores one core
-// decompresses while the other applies. Memory is bounded by
-// (1+pipelineAhead) * pipelineChunks * pipelineChunkSize plus each decompressor's state.
+// decompresses while the other applies, and small layers are already decoded when their turn
+// comes. Memory is bounded by about (1+pipelineAhead) * (pipelineChunks+2) *
+// pipelineChunkSize plus each decompressor's state, whatever the layer sizes. Nothing is
+// fsynced per file: Flatten calls syncfs(2) once before it publishes a tree by rename.
 const (
 	pipelineAhead     = 2         // layers decoded ahead of the one being consumed
 	pipelineChunkSize = 256 << 10 // bytes per chunk

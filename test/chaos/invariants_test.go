@@ -233,11 +233,15 @@ func cgroupsOf(ids []string) []string {
 	return out
 }
 
-// runIDs returns the run ids that have a directory under ROOT/runs (".new-" prefix stripped).
-func runIDs(root string) []string {
-	var ids []string
-	for _, n := range dirEntries(root, "runs") {
-		ids = append(ids, strings.TrimPrefix(n, ".new-"))
+// cgroupNames returns the names of the run cgroups under every hierarchy's imgrun parent.
+func cgroupNames() map[string]bool {
+	out := map[string]bool{}
+	dirs, _ := filepath.Glob("/sys/fs/cgroup/*/imgrun/*")
+	more, _ := filepath.Glob("/sys/fs/cgroup/imgrun/*")
+	for _, d := range append(dirs, more...) {
+		if fi, err := os.Stat(d); err == nil && fi.IsDir() {
+			out[filepath.Base(d)] = true
+		}
 	}
-	return ids
+	return out
 }

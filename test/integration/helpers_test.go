@@ -14,6 +14,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/imgrun/imgrun/internal/distreg"
 	"github.com/imgrun/imgrun/pkg/layers"
 	"github.com/imgrun/imgrun/pkg/registry"
 )
@@ -129,10 +130,10 @@ func (lt *loopbackOnly) Refused() []string {
 var noRetry = registry.WithRetry(registry.RetryPolicy{Attempts: 1})
 
 // blobGETs counts the blob GETs in a distreg access log.
-func blobGETs(reqs []string) int {
+func blobGETs(reqs []distreg.Request) int {
 	n := 0
 	for _, r := range reqs {
-		if strings.HasPrefix(r, "GET ") && strings.Contains(r, "/blobs/sha256:") {
+		if r.Method == "GET" && strings.Contains(r.Path, "/blobs/sha256:") {
 			n++
 		}
 	}

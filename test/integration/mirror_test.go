@@ -35,7 +35,7 @@ func TestMirror(t *testing.T) {
 			t.Errorf("tried to reach beyond the mirror: %v", r)
 		}
 		if mirror.CountRequests("", "/v2/library/node/manifests/latest") == 0 {
-			t.Errorf("mirror saw no request for library/node:latest:\n%s", strings.Join(mirror.Requests(), "\n"))
+			t.Errorf("mirror saw no request for library/node:latest:\n%s", mirror.Requests())
 		}
 		// The mirror got it from the origin, through the Docker Hub-like token flow.
 		if origin.Counter.Count("", testreg.KindToken) == 0 || origin.Counter.Count("GET", testreg.KindManifest) == 0 {
