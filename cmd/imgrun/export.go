@@ -51,19 +51,14 @@ func (a *app) exportCommand() *cobra.Command {
 			if err != nil {
 				return fail(what, err)
 			}
-			img, err := a.image(ctx, st, ref, p, policy)
-			if err != nil {
-				return fail(what, err)
-			}
-			release, err := st.Hold(ctx) // keep gc away from the blobs being read
-			if err != nil {
-				return fail(what, err)
-			}
-			defer release()
-			if output == "-" {
-				return fail(what, rootfs.Export(ctx, a.stdout, rootfsLayers(img)))
-			}
-			return fail(what, exportFile(ctx, output, img))
+			// Exporting starts while the layers still download (see imageBuild).
+			_, err = a.imageBuild(ctx, st, ref, p, policy, func(ctx context.Context, _ *layers.Image, ls []rootfs.Layer) error {
+				if output == "-" {
+					return rootfs.Export(ctx, a.stdout, ls)
+				}
+				return exportFile(ctx, output, ls)
+			})
+			return fail(what, err)
 		},
 	}
 	c.Flags().StringVar(&platform, "platform", "", "`os/arch[/variant]` to export (default: the host's)")
@@ -74,7 +69,7 @@ func (a *app) exportCommand() *cobra.Command {
 
 // exportFile writes the export to a temporary file beside path and renames it into place
 // only when complete, so a failed or interrupted export leaves no partial path.
-func exportFile(ctx context.Context, path string, img *layers.Image) (err error) {
+func exportFile(ctx context.Context, path string, ls []rootfs.Layer) (err error) {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		var pe *fs.PathError
@@ -89,7 +84,7 @@ func exportFile(ctx context.Context, path string, img *layers.Image) (err error)
 			os.Remove(tmp.Name())
 		}
 	}()
-	if err := rootfs.Export(ctx, tmp, rootfsLayers(img)); err != nil {
+	if err := rootfs.Export(ctx, tmp, ls); err != nil {
 		return err
 	}
 	if err := tmp.Sync(); err != nil {

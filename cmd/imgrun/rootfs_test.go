@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/imgrun/imgrun/internal/testreg"
 )
 
 func TestUnpack(t *testing.T) {
@@ -116,5 +118,29 @@ func TestExportFailureLeavesNoFile(t *testing.T) {
 	wantOneErrorLine(t, r, exitFailed)
 	if ents, _ := os.ReadDir(out); len(ents) != 0 {
 		t.Errorf("failed export left %v in the output directory", ents)
+	}
+}
+
+// TestUnpackPullFails: unpack extracts layers while the pull still runs; when a later layer
+// cannot be downloaded, unpack fails with the pull's error and leaves no DIR and no
+// temporary tree beside it.
+func TestUnpackPullFails(t *testing.T) {
+	second := testreg.Layer(t, testreg.File{Name: "bin/"}, testreg.File{Name: "bin/tool", Body: "x"})
+	d, err := second.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := testreg.New(t, testreg.WithFaults(testreg.Fault{Kind: testreg.KindBlob, PathContains: d.Hex, Action: testreg.Status(404)}))
+	reg.Push(t, "library/app:1", testreg.Image(t, "linux/amd64",
+		testreg.Layer(t, testreg.File{Name: "etc/"}, testreg.File{Name: "etc/hello", Body: "hello"}), second))
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "rootfs")
+	r := imgrun(t, t.TempDir(), "-q", "unpack", reg.Ref("library/app:1"), dir)
+	wantOneErrorLine(t, r, exitFailed)
+	if !strings.Contains(r.stderr, d.Hex) {
+		t.Errorf("error does not name the missing blob: %s", r.stderr)
+	}
+	if ents, _ := os.ReadDir(parent); len(ents) != 0 {
+		t.Errorf("failed unpack left %v", ents)
 	}
 }

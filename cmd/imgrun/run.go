@@ -44,6 +44,7 @@ Flags after IMAGE belong to COMMAND. The exit status is the command's (docker's 
 	// Everything after IMAGE is the command's: `imgrun node:latest node -v`.
 	c.Flags().SetInterspersed(false)
 	f.register(c.Flags())
+	c.Flags().Bool("init", true, "run an init as PID 1 that forwards signals and reaps zombies (docker's --init; --init=false runs the command as PID 1)")
 	return c
 }
 
@@ -122,6 +123,8 @@ func (a *app) runSpec(cmd *cobra.Command, f *runFlags, args []string) (run.Spec,
 	spec.Limits = base.Limits
 	spec.Stats = f.stats // a cgroup is made only for limits or --stats
 	spec.StateDir = filepath.Join(a.root, "runs")
+	withInit, _ := cmd.Flags().GetBool("init")
+	spec.NoInit = !withInit
 	return spec, runImage{st: st, img: img}, nil
 }
 

@@ -1,6 +1,13 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"os"
+	"runtime/pprof"
+	"sync/atomic"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spf13/cobra"
 
 	"github.com/imgrun/imgrun/pkg/layers"
@@ -17,6 +24,7 @@ func (a *app) unpackCommand() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			what := "unpack " + args[0]
 			ctx := cmd.Context()
+			defer startCPUProfile()()
 			ref, err := registry.ParseReference(args[0])
 			if err != nil {
 				return fail(what, err)
@@ -33,21 +41,90 @@ func (a *app) unpackCommand() *cobra.Command {
 			if err != nil {
 				return fail(what, err)
 			}
-			img, err := a.image(ctx, st, ref, p, policy)
-			if err != nil {
-				return fail(what, err)
-			}
-			release, err := st.Hold(ctx) // keep gc away from the blobs being read
-			if err != nil {
-				return fail(what, err)
-			}
-			defer release()
-			return fail(what, rootfs.Flatten(ctx, args[1], rootfsLayers(img), rootfs.WithLogger(a.log)))
+			dir := args[1]
+			_, err = a.imageBuild(ctx, st, ref, p, policy, func(ctx context.Context, _ *layers.Image, ls []rootfs.Layer) error {
+				return rootfs.Flatten(ctx, dir, ls, rootfs.WithLogger(a.log))
+			})
+			return fail(what, err)
 		},
 	}
 	c.Flags().StringVar(&platform, "platform", "", "`os/arch[/variant]` to unpack (default: the host's)")
 	c.Flags().StringVar(&pull, "pull", pullMissing, "pull the image first: missing, always or never")
 	return c
+}
+
+// buildFunc builds something from an image's layers (a rootfs tree, an export).
+type buildFunc func(ctx context.Context, img *layers.Image, ls []rootfs.Layer) error
+
+// imageBuild gets ref's image as [app.image] does and runs build on its layers, with the store
+// held against gc. When the image has to be pulled, build starts as soon as the manifest is
+// resolved, on layers that become ready one by one as their blobs are verified
+// ([rootfs.Pending]): extraction of the first layers overlaps the download of the others.
+func (a *app) imageBuild(ctx context.Context, st *layers.Store, ref registry.Reference, p ocispec.Platform, policy string, build buildFunc) (*layers.Image, error) {
+	release, err := st.Hold(ctx) // keep gc away from the blobs being read
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	if policy != pullAlways {
+		img, err := a.image(ctx, st, ref, p, pullNever)
+		if err == nil {
+			return img, build(ctx, img, rootfsLayers(img))
+		}
+		if !errors.Is(err, layers.ErrNotCached) || policy == pullNever {
+			return nil, err
+		}
+	}
+	return a.pullBuild(ctx, st, ref, p, build)
+}
+
+// pullBuild pulls ref and runs build concurrently on the layers as they land.
+func (a *app) pullBuild(ctx context.Context, st *layers.Store, ref registry.Reference, platform ocispec.Platform, build buildFunc) (*layers.Image, error) {
+	c, err := a.client()
+	if err != nil {
+		return nil, err
+	}
+	src, err := c.Open(ref)
+	if err != nil {
+		return nil, err
+	}
+	r := a.renderer()
+	defer r.Close()
+	name := ref.String()
+	// A failed build stops the download; a failed download stops the build (Pending.Fail).
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var pend *rootfs.Pending
+	var buildFailed atomic.Bool
+	built := make(chan error, 1)
+	img, err := st.Pull(ctx, src, layers.PullOptions{
+		Platform: platform,
+		Progress: func(ev layers.Event) { r.Event(progressEvent(name, ev)) },
+		Resolved: func(img *layers.Image) {
+			pend = rootfs.NewPending(len(img.Manifest.Layers))
+			go func() {
+				err := build(ctx, img, pend.Layers())
+				if err != nil {
+					buildFailed.Store(true)
+					cancel(err)
+				}
+				built <- err
+			}()
+		},
+		LayerReady: func(i int, l layers.Layer) { pend.Ready(i, l) },
+	})
+	if pend == nil { // failed before the build started
+		return nil, err
+	}
+	if err != nil {
+		first := buildFailed.Load()
+		pend.Fail(err)
+		if berr := <-built; first {
+			return nil, berr // the build failed first and stopped the pull
+		}
+		return nil, err
+	}
+	return img, <-built
 }
 
 // rootfsLayers adapts an image's layers to what pkg/rootfs consumes.
@@ -58,4 +135,23 @@ func rootfsLayers(img *layers.Image) []rootfs.Layer {
 		out[i] = l
 	}
 	return out
+}
+
+// startCPUProfile writes a CPU profile of the command to the file named by the hidden
+// IMGRUN_CPUPROFILE environment variable (for docs/PERFORMANCE.md); it returns the stop
+// function. Without the variable it does nothing.
+func startCPUProfile() (stop func()) {
+	path := os.Getenv("IMGRUN_CPUPROFILE")
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return func() {}
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return func() {}
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
 }

@@ -158,3 +158,8 @@ func (p *pipe) Close() error {
 	p.cleanup()
 	return result
 }
+
+// ReadsAhead reports that the stream decodes in its own goroutine, a bounded number of bytes
+// ahead of its reader: a consumer (pkg/rootfs's layer pipeline) need not add a goroutine and
+// a copy of its own to overlap decompression with its work.
+func (p *pipe) ReadsAhead() bool { return true }

@@ -28,6 +28,11 @@ type PullOptions struct {
 	// unpacker uses it to start on the first layers while later ones still download;
 	// the image is in index.json only when Pull returns.
 	LayerReady func(i int, l Layer)
+	// Resolved, when set, is called once the manifest and config are resolved and stored,
+	// before any layer is fetched and before any LayerReady call, on Pull's goroutine. It
+	// tells an unpacker how many layers to expect (img.Layers()) and the image's key
+	// (img.Record.Descriptor.Digest); the image is in index.json only when Pull returns.
+	Resolved func(img *Image)
 }
 
 // Pull resolves src for a platform, stores its index, manifest and config, downloads and
@@ -91,6 +96,9 @@ func (s *Store) pull(ctx context.Context, src registry.Source, o PullOptions) (*
 	}
 	img := &Image{Record: rec, Manifest: ri.Manifest, Config: ri.Config, ConfigBytes: ri.ConfigBytes, store: s}
 	progress.emit(Event{Kind: EventResolved, Digest: ri.Descriptor.Digest, Total: img.Size()})
+	if o.Resolved != nil {
+		o.Resolved(img)
+	}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(jobs)

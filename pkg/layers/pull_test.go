@@ -30,7 +30,17 @@ func TestPullTwice(t *testing.T) {
 
 	var mu sync.Mutex
 	ready := map[int]digest.Digest{}
+	resolved, readyBeforeResolved := 0, false
 	img, err := s.Pull(t.Context(), source(t, reg.Host, "app:1"), PullOptions{Platform: amd64, Jobs: 2,
+		Resolved: func(img *Image) {
+			mu.Lock()
+			resolved++
+			readyBeforeResolved = len(ready) > 0
+			mu.Unlock()
+			if n := len(img.Layers()); n != 3 {
+				t.Errorf("Resolved: %d layers, want 3", n)
+			}
+		},
 		LayerReady: func(i int, l Layer) {
 			mu.Lock()
 			ready[i] = l.Descriptor.Digest
@@ -38,6 +48,9 @@ func TestPullTwice(t *testing.T) {
 		}})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if resolved != 1 || readyBeforeResolved {
+		t.Errorf("Resolved called %d times (want 1), after a LayerReady: %v", resolved, readyBeforeResolved)
 	}
 	for i, l := range img.Layers() {
 		if ready[i] != l.Descriptor.Digest {

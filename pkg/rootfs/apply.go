@@ -66,13 +66,18 @@ type applier struct {
 	parents parentCache
 	// parentSgid is set by parent: the last resolved parent is setgid. rootSgid is the root's.
 	parentSgid, rootSgid bool
+	// parentReal is set by parent: the clean name the last resolved parent really has ("" for
+	// the root). rootPath is the root's path as /proc shows it (set on first use).
+	parentReal, rootPath string
 	// ownerIsRoot: we create files as 0:0, so 0:0 entries need no chown unless parentSgid.
 	ownerIsRoot bool
 
-	// created holds the cleaned names this layer created (true) and their ancestors (false);
-	// opaque markers keep exactly these paths.
+	// created holds the paths this layer created (true) and their ancestors (false), by the
+	// clean name they really have (resolved through symlinks, so that a layer writing through
+	// a symlinked directory and marking it opaque under the other name keeps its entries);
+	// opaque markers and same-layer whiteouts keep exactly these paths.
 	created map[string]bool
-	opaque  []string
+	opaque  []opaqueDir
 	dirs    []dirMeta
 
 	// rootless bookkeeping: directories made u+rwx while applying, restored at the end.
@@ -81,6 +86,14 @@ type applier struct {
 
 	entries, total int64
 	warned         map[string]bool
+}
+
+// opaqueDir is a directory whose lower-layer contents go at the end of the layer: one with an
+// opaque marker, or one this layer wrote into and then whited out (whiteout is set: then the
+// directory itself is also the lower layers', unless this layer lists it).
+type opaqueDir struct {
+	name     string
+	whiteout bool
 }
 
 type dirMeta struct {
@@ -197,6 +210,7 @@ func (a *applier) entry(hdr *tar.Header, r io.Reader) error {
 	if err != nil {
 		return entryErr(hdr, "resolve parent", err)
 	}
+	real := joinName(a.parentReal, base)
 	switch hdr.Typeflag {
 	case tar.TypeReg, tar.TypeRegA:
 		if hdr.Size > lim.MaxFileSize {
@@ -218,7 +232,7 @@ func (a *applier) entry(hdr *tar.Header, r io.Reader) error {
 	if err != nil {
 		return err
 	}
-	a.markCreated(name)
+	a.markCreated(real)
 	return nil
 }
 

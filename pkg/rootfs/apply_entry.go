@@ -233,8 +233,10 @@ func (a *applier) node(hdr *tar.Header, pfd int, base string) error {
 	return a.meta(hdr, pfd, base, -1)
 }
 
-// meta applies owner, mode, xattrs and times to a new regular file (fd >= 0) or node (fd < 0),
-// in that order: chown clears setuid bits and security.capability, so they come after it.
+// meta applies owner, xattrs, mode and times to a new regular file (fd >= 0) or node (fd < 0),
+// in that order: chown clears setuid bits and security.capability, so they come after it, and
+// setting an xattr needs write permission on the file, which a read-only mode would take away
+// (rootless, where we have no CAP_DAC_OVERRIDE: the file is then made u+w for the xattrs).
 func (a *applier) meta(hdr *tar.Header, pfd int, base string, fd int) error {
 	if !a.ownedAsCreated(hdr) {
 		if err := a.owner(hdr, pfd, base, fd); err != nil {
@@ -242,7 +244,19 @@ func (a *applier) meta(hdr *tar.Header, pfd int, base string, fd int) error {
 		}
 	}
 	mode := uint32(hdr.Mode) & 0o7777
-	if mode&0o7000 != 0 || mode&a.umask != 0 {
+	setMode := mode&0o7000 != 0 || mode&a.umask != 0
+	if fd >= 0 && a.wantsXattrs(hdr) {
+		if a.o.rootless && (mode&0o200 == 0 || a.umask&0o200 != 0) {
+			if err := unix.Fchmod(fd, mode&0o777|0o200); err != nil {
+				return entryErr(hdr, "chmod", err)
+			}
+			setMode = true
+		}
+		if err := a.xattrs(hdr, fd); err != nil {
+			return err
+		}
+	}
+	if setMode {
 		var err error
 		if fd >= 0 {
 			err = unix.Fchmod(fd, mode)
@@ -251,11 +265,6 @@ func (a *applier) meta(hdr *tar.Header, pfd int, base string, fd int) error {
 		}
 		if err != nil {
 			return entryErr(hdr, "chmod", err)
-		}
-	}
-	if fd >= 0 && a.wantsXattrs(hdr) {
-		if err := a.xattrs(hdr, fd); err != nil {
-			return err
 		}
 	}
 	return a.times(hdr, pfd, base)

@@ -9,9 +9,10 @@ import (
 
 // finish runs the end-of-layer work: opaque directories, directory times, final modes.
 func (a *applier) finish() error {
-	for _, dir := range a.opaque {
-		if err := a.applyOpaque(dir); err != nil {
-			return fmt.Errorf("opaque directory %q: %w", dir, err)
+	done := make(map[opaqueDir]bool)
+	for _, d := range a.opaque {
+		if err := a.applyOpaque(d, done); err != nil {
+			return fmt.Errorf("opaque directory %q: %w", d.name, err)
 		}
 	}
 	// Times first: they need path resolution, which restrictive final modes could block.

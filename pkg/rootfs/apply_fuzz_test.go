@@ -10,7 +10,8 @@ import (
 )
 
 // FuzzApply applies arbitrary bytes as a layer over a small lower tree (with symlinks pointing
-// out of the root) and checks that nothing outside the root changed and nothing panicked.
+// out of the root) and checks that nothing outside the root changed and nothing panicked. It
+// also exports the same two layers: Export must fail or write only safe names.
 //
 //	go test ./pkg/rootfs -run '^$' -fuzz FuzzApply -fuzztime 5m
 func FuzzApply(f *testing.F) {
@@ -42,5 +43,10 @@ func FuzzApply(f *testing.F) {
 		before := snapshot(t, tmp, root)
 		_ = Apply(t.Context(), root, bytes.NewReader(data), lim)
 		assertUnchanged(t, before, snapshot(t, tmp, root))
+
+		var out bytes.Buffer
+		if Export(t.Context(), &out, []Layer{bytesLayer(lower), bytesLayer(data)}, lim) == nil {
+			checkExportSafe(t, out.Bytes())
+		}
 	})
 }

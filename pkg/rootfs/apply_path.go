@@ -2,6 +2,7 @@ package rootfs
 
 import (
 	"fmt"
+	"os"
 	"path"
 	"strconv"
 	"strings"
@@ -100,8 +101,9 @@ type parentCache struct {
 
 type cachedDir struct {
 	name string
-	fd   int  // 0 = empty slot (fd 0 is never a directory we opened)
-	sgid bool // the directory is setgid: new entries take its group
+	real string // where the directory really is, as a clean name ("" for the root)
+	fd   int    // 0 = empty slot (fd 0 is never a directory we opened)
+	sgid bool   // the directory is setgid: new entries take its group
 }
 
 func (c *parentCache) lookup(name string) (*cachedDir, bool) {
@@ -147,28 +149,67 @@ func (c *parentCache) closeAll() {
 
 // parent returns a directory fd for dir ("" is the root), owned by the cache: valid until the
 // next call of parent. With create, missing directories are created inside the root (0755).
-// It also sets a.parentSgid, whether new entries in dir inherit its group.
+// It also sets a.parentSgid, whether new entries in dir inherit its group, and a.parentReal,
+// the name dir really resolves to (through symlinks), which keys what this layer created.
 func (a *applier) parent(dir string, create bool) (int, error) {
 	if dir == "" {
-		a.parentSgid = a.rootSgid
+		a.parentSgid, a.parentReal = a.rootSgid, ""
 		return a.rootFd, nil
 	}
 	if d, ok := a.parents.lookup(dir); ok {
-		a.parentSgid = d.sgid
+		a.parentSgid, a.parentReal = d.sgid, d.real
 		return d.fd, nil
 	}
 	fd, err := a.openDir(dir, create)
 	if err != nil {
 		return -1, err
 	}
-	d := cachedDir{name: dir, fd: fd, sgid: true}
+	d := cachedDir{name: dir, real: dir, fd: fd, sgid: true}
 	var st unix.Stat_t
 	if unix.Fstat(fd, &st) == nil {
 		d.sgid = st.Mode&unix.S_ISGID != 0
 	}
+	if real, ok := a.inRootPath(fd); ok {
+		d.real = real
+		if real == "." {
+			d.real = ""
+		}
+	}
 	a.parents.add(d)
-	a.parentSgid = d.sgid
+	a.parentSgid, a.parentReal = d.sgid, d.real
 	return fd, nil
+}
+
+// inRootPath returns the clean name ("." for the root) of the directory fd refers to, from
+// /proc/self/fd; ok is false if it cannot be told (no /proc, or the directory was removed).
+func (a *applier) inRootPath(fd int) (string, bool) {
+	if a.rootPath == "" {
+		p, err := os.Readlink(procFd(a.rootFd))
+		if err != nil || !strings.HasPrefix(p, "/") {
+			return "", false
+		}
+		a.rootPath = p
+	}
+	p, err := os.Readlink(procFd(fd))
+	if err != nil {
+		return "", false
+	}
+	if p == a.rootPath {
+		return ".", true
+	}
+	if rel, ok := strings.CutPrefix(p, strings.TrimSuffix(a.rootPath, "/")+"/"); ok && rel != "" &&
+		!strings.HasSuffix(rel, " (deleted)") && path.Clean(rel) == rel {
+		return rel, true
+	}
+	return "", false
+}
+
+// joinName joins a clean directory name ("" or "." for the root) and a base name.
+func joinName(dir, base string) string {
+	if dir == "" || dir == "." {
+		return base
+	}
+	return dir + "/" + base
 }
 
 // openDir resolves dir in the root, creating missing components when create is set; the caller

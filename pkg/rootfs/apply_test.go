@@ -97,8 +97,56 @@ func TestApplyRules(t *testing.T) {
 		},
 		{
 			name:   "cached parent whited out and recreated in the same layer",
-			layers: []L{{dir("d/"), file("d/old", "o")}, {file("d/x", "x"), wh("d"), dir("d/"), file("d/new", "n")}},
+			layers: []L{{dir("d/"), file("d/old", "o"), file("d/old2", "o")}, {wh("d/old"), wh("d"), dir("d/"), file("d/new", "n")}},
 			want:   map[string]string{"d": "dir 0755 0:0", "d/new": `file 0644 0:0 "n"`},
+		},
+		{
+			// OCI image-spec: whiteouts only apply to lower layers. d is the lower directory
+			// written into: its lower contents go, this layer's entries (before and after the
+			// whiteout) stay, and the later directory entry gives d its metadata.
+			name: "whiteout of a directory the same layer wrote into keeps its entries",
+			layers: []L{{dir("d/", mode(0o700)), file("d/old", "o"), dir("d/sub/"), file("d/sub/old", "o")},
+				{file("d/x", "x"), file("d/sub/y", "y"), wh("d"), dir("d/", mode(0o750)), file("d/new", "n")}},
+			want: map[string]string{"d": "dir 0750 0:0", "d/x": `file 0644 0:0 "x"`, "d/new": `file 0644 0:0 "n"`,
+				"d/sub": "dir 0755 0:0", "d/sub/y": `file 0644 0:0 "y"`},
+		},
+		{
+			// Not listed by the layer, d (and d/sub) become what Apply creates for an entry
+			// below them: 0755, 0:0, no xattrs; the lower ones are hidden.
+			name: "whiteout of a directory only written into resets it like an implied parent",
+			layers: []L{{dir("d/", mode(0o700), owner(5, 6), tartest.Xattr("user.k", "v")), file("d/old", "o"),
+				dir("d/sub/", mode(0o711), owner(7, 7)), file("d/sub/old", "o")},
+				{file("d/sub/y", "y"), wh("d")}},
+			want: map[string]string{"d": "dir 0755 0:0", "d/sub": "dir 0755 0:0", "d/sub/y": `file 0644 0:0 "y"`},
+		},
+		{
+			name:   "whiteout of a directory the same layer listed keeps its entry's metadata",
+			layers: []L{{dir("d/"), file("d/old", "o")}, {dir("d/", mode(0o700), owner(3, 3)), wh("d")}},
+			want:   map[string]string{"d": "dir 0700 3:3"},
+		},
+		{
+			name:   "whiteout before the entry removes the lower one first",
+			layers: []L{{dir("d/", mode(0o700)), file("d/old", "o"), file("f", "lower")}, {wh("d"), wh("f"), file("d/x", "x"), file("f", "upper")}},
+			want:   map[string]string{"d": "dir 0755 0:0", "d/x": `file 0644 0:0 "x"`, "f": `file 0644 0:0 "upper"`},
+		},
+		{
+			// What the layer created is keyed by where it really is: its entry written through
+			// the symlink is its own under the directory's real name too.
+			name: "opaque marker under another name than the entries written through a symlink",
+			layers: []L{{dir("real/"), file("real/old", "o"), symlink("lnk", "real"), dir("r2/"), file("r2/old", "o"), symlink("l2", "/r2")},
+				{file("lnk/new", "n"), opaque("real"), file("r2/new", "n"), opaque("l2")}},
+			want: map[string]string{"real": "dir 0755 0:0", "real/new": `file 0644 0:0 "n"`, "lnk": "symlink real 0:0",
+				"r2": "dir 0755 0:0", "r2/new": `file 0644 0:0 "n"`, "l2": "symlink /r2 0:0"},
+		},
+		{
+			name:   "whiteout under another name than the entries written through a symlink",
+			layers: []L{{dir("real/"), file("real/old", "o"), symlink("lnk", "real")}, {file("lnk/new", "n"), wh("real")}},
+			want:   map[string]string{"real": "dir 0755 0:0", "real/new": `file 0644 0:0 "n"`, "lnk": "symlink real 0:0"},
+		},
+		{
+			name:   "opaque resets directories only written into",
+			layers: []L{{dir("d/"), dir("d/s/", mode(0o700), owner(5, 5)), file("d/s/old", "o")}, {file("d/s/y", "y"), opaque("d")}},
+			want:   map[string]string{"d": "dir 0755 0:0", "d/s": "dir 0755 0:0", "d/s/y": `file 0644 0:0 "y"`},
 		},
 		{
 			name:   "hardlink to a lower file replaced earlier in the same layer",
@@ -106,9 +154,15 @@ func TestApplyRules(t *testing.T) {
 			want:   map[string]string{"a": `file 0644 0:0 "new"`, "b": `file 0644 0:0 "new"`},
 		},
 		{
-			name:   "whiteout after a same-layer entry removes it",
+			name:   "whiteout after a same-layer entry keeps it",
 			layers: []L{{file("x", "x"), wh("x")}},
-			want:   map[string]string{},
+			want:   map[string]string{"x": `file 0644 0:0 "x"`},
+		},
+		{
+			name: "whiteout after a same-layer replacement keeps it, the lower one is gone",
+			layers: []L{{file("f", "lower"), dir("d/"), file("d/in", "i"), symlink("s", "f")},
+				{file("f", "upper"), wh("f"), symlink("d", "f"), wh("d"), file("s", "now a file"), wh("s")}},
+			want: map[string]string{"f": `file 0644 0:0 "upper"`, "d": "symlink f 0:0", "s": `file 0644 0:0 "now a file"`},
 		},
 		{
 			name:   "opaque keeps implied parents of same-layer entries but not their lower contents",
@@ -550,5 +604,38 @@ func TestApplyRejectsPAXSparse(t *testing.T) {
 				t.Error("sparse file created")
 			}
 		})
+	}
+}
+
+// TestApplyWhiteoutResetDropsXattrs checks that a lower directory that a layer only wrote into
+// and then whited out loses the xattrs of the lower one, as a directory Apply creates has none.
+func TestApplyWhiteoutResetDropsXattrs(t *testing.T) {
+	root := t.TempDir()
+	layers := []L{
+		{dir("d/", mode(0o555), owner(5, 5), tartest.Xattr("user.lower", "v")), file("d/old", "o"), dir("e/", tartest.Xattr("user.keep", "v"))},
+		{file("d/new", "n"), wh("d"), file("e/new", "n"), opaque("e")},
+	}
+	if err := applyLayers(t, root, layers); err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range []string{"user.lower", rootlessXattr} {
+		if _, err := unix.Lgetxattr(filepath.Join(root, "d"), x, make([]byte, 8)); err != unix.ENODATA {
+			t.Errorf("d: %s: %v, want ENODATA", x, err)
+		}
+	}
+	// Like a directory Apply creates: 0755, owned by root (rootless: by us).
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(root, "d"), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode&0o7777 != 0o755 || (os.Geteuid() == 0 && (st.Uid != 0 || st.Gid != 0)) {
+		t.Errorf("d: mode %04o owner %d:%d, want 0755 0:0", st.Mode&0o7777, st.Uid, st.Gid)
+	}
+	// An opaque directory itself is kept with its metadata.
+	if _, err := unix.Lgetxattr(filepath.Join(root, "e"), "user.keep", make([]byte, 8)); err != nil {
+		t.Errorf("e: user.keep: %v", err)
+	}
+	if _, err := os.Lstat(filepath.Join(root, "d/old")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("d/old: %v, want it gone", err)
 	}
 }

@@ -46,14 +46,22 @@ import (
 // are never buffered to avoid that.
 //
 // Unsafe entry names and link targets fail Export like [Apply] ([ErrUnsafePath]), as do
-// unsupported entries and a hard link whose target does not exist. Decompression runs ahead
-// of the writer, a couple of layers at a time with bounded buffers. On error the tar written
-// so far is incomplete (it has no end-of-archive marker).
-func Export(ctx context.Context, w io.Writer, layers []Layer) error {
+// unsupported entries and a hard link whose target does not exist. A layer that exceeds the
+// [Limits] (of [WithLimits], else [DefaultLimits]; the other options do not apply) fails
+// Export with an error wrapping [ErrLimit], as it fails Apply: Export remembers a few dozen
+// bytes per path, so MaxEntries per layer bounds its memory. Decompression runs ahead of the
+// writer, a couple of layers at a time with bounded buffers. On error the tar written so far
+// is incomplete (it has no end-of-archive marker).
+func Export(ctx context.Context, w io.Writer, layers []Layer, opts ...ApplyOption) error {
+	o, err := makeApplyOptions(opts)
+	if err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
 	// Tar headers are 512-byte writes: batch them into fewer, larger writes to w.
 	bw := bufio.NewWriterSize(w, 256<<10)
 	e := &exporter{
 		ctx:     ctx,
+		lim:     o.limits,
 		layers:  layers,
 		tw:      tar.NewWriter(bw),
 		paths:   make(map[string]*pathState),
@@ -84,6 +92,7 @@ type pathState struct {
 
 type exporter struct {
 	ctx     context.Context
+	lim     Limits
 	layers  []Layer
 	tw      *tar.Writer
 	paths   map[string]*pathState
@@ -203,20 +212,25 @@ func (e *exporter) write(h *tar.Header, body io.Reader) error {
 
 // markParents records the ancestors of an entry at name that are in the final tree: if no
 // layer lists them, Apply creates them (0755), and so must the export, even when everything
-// below them is later hidden.
-func (e *exporter) markParents(name string) {
+// below them is later hidden. They count against MaxEntries like the layer's entries: a deep
+// name could otherwise make Export remember hundreds of paths per entry.
+func (e *exporter) markParents(l *layerPass, name string) error {
 	for i := len(name) - 1; i > 0; i-- {
 		if name[i] != '/' {
 			continue
 		}
 		d := name[:i]
 		if e.implied[d] {
-			return // its own ancestors were marked with it
+			return nil // its own ancestors were marked with it
 		}
 		if e.visibleAsOf(d, len(e.layers)) {
+			if l.implied++; l.implied > e.lim.MaxEntries {
+				return fmt.Errorf("%w: more than %d implied parent directories", ErrLimit, e.lim.MaxEntries)
+			}
 			e.implied[d] = true
 		}
 	}
+	return nil
 }
 
 // impliedDirs writes the directories that are in the final tree but that no layer listed

@@ -29,6 +29,8 @@ type layerPass struct {
 	local  map[string]*inode // the latest non-directory inode at each path of this layer; nil for directories
 	hides  []hide
 	inodes []*inode // inodes created by this layer, in tar order
+
+	entries, total, implied int64 // counted against Limits
 }
 
 // layer reads one layer (index idx) and writes what of it is in the final tree.
@@ -73,32 +75,47 @@ func (e *exporter) layer(idx int, s *layerStream) error {
 	return nil
 }
 
-// checkEntry rejects what Apply rejects and reports entries that carry no file.
-func checkEntry(hdr *tar.Header) (skip bool, err error) {
+// checkEntry rejects what Apply rejects, counts the entry against the limits and reports
+// entries that carry no file.
+func (e *exporter) checkEntry(l *layerPass, hdr *tar.Header) (skip bool, err error) {
+	lim := &e.lim
+	l.entries++
+	if l.entries > lim.MaxEntries {
+		return false, fmt.Errorf("%w: more than %d entries", ErrLimit, lim.MaxEntries)
+	}
+	if len(hdr.Name) > lim.MaxPathLen || len(hdr.Linkname) > lim.MaxPathLen {
+		return false, fmt.Errorf("%w: name or link target longer than %d bytes", ErrLimit, lim.MaxPathLen)
+	}
 	switch hdr.Typeflag {
 	case tar.TypeXGlobalHeader, gnuVolumeHeader:
 		return true, nil
-	case tar.TypeReg, tar.TypeRegA, tar.TypeDir, tar.TypeSymlink, tar.TypeLink, tar.TypeFifo,
-		tar.TypeChar, tar.TypeBlock:
+	case tar.TypeReg, tar.TypeRegA:
+		if hdr.Size > lim.MaxFileSize {
+			return false, fmt.Errorf("%w: file of %d bytes, more than %d", ErrLimit, hdr.Size, lim.MaxFileSize)
+		}
+		if l.total += hdr.Size; l.total > lim.MaxTotalBytes {
+			return false, fmt.Errorf("%w: more than %d bytes of files", ErrLimit, lim.MaxTotalBytes)
+		}
+	case tar.TypeDir, tar.TypeSymlink, tar.TypeLink, tar.TypeFifo, tar.TypeChar, tar.TypeBlock:
 	case tar.TypeGNUSparse:
 		return false, fmt.Errorf("%w: sparse file", ErrUnsupportedEntry)
 	default:
 		return false, fmt.Errorf("%w: type %q", ErrUnsupportedEntry, hdr.Typeflag)
 	}
-	for k := range hdr.PAXRecords {
+	for k, v := range hdr.PAXRecords {
 		if strings.HasPrefix(k, "GNU.sparse.") {
 			return false, fmt.Errorf("%w: sparse file", ErrUnsupportedEntry)
 		}
-	}
-	if len(hdr.Name) > DefaultLimits.MaxPathLen || len(hdr.Linkname) > DefaultLimits.MaxPathLen {
-		return false, fmt.Errorf("%w: name or link target longer than %d bytes", ErrLimit, DefaultLimits.MaxPathLen)
+		if strings.HasPrefix(k, "SCHILY.xattr.") && len(v) > lim.MaxXattrSize {
+			return false, fmt.Errorf("%w: xattr %s of %d bytes, more than %d", ErrLimit, k[len("SCHILY.xattr."):], len(v), lim.MaxXattrSize)
+		}
 	}
 	return false, nil
 }
 
 // entry handles one tar entry at position pos of layer l; body is its content.
 func (e *exporter) entry(l *layerPass, pos int, hdr *tar.Header, body io.Reader) error {
-	skip, err := checkEntry(hdr)
+	skip, err := e.checkEntry(l, hdr)
 	if err != nil {
 		return &EntryError{Name: hdr.Name, Op: "check", Err: err}
 	}
@@ -108,6 +125,9 @@ func (e *exporter) entry(l *layerPass, pos int, hdr *tar.Header, body io.Reader)
 	name, err := cleanName(hdr.Name)
 	if err != nil {
 		return &EntryError{Name: hdr.Name, Op: "check", Err: err}
+	}
+	if depth := strings.Count(name, "/") + 1; depth > e.lim.MaxPathDepth {
+		return &EntryError{Name: hdr.Name, Op: "check", Err: fmt.Errorf("%w: %d path components, more than %d", ErrLimit, depth, e.lim.MaxPathDepth)}
 	}
 	dir, base := splitName(name)
 	if strings.HasPrefix(base, WhiteoutPrefix) {
@@ -124,7 +144,9 @@ func (e *exporter) entry(l *layerPass, pos int, hdr *tar.Header, body io.Reader)
 		return nil
 	}
 	visible := e.visibleAsOf(name, len(e.layers))
-	e.markParents(name)
+	if err := e.markParents(l, name); err != nil {
+		return &EntryError{Name: hdr.Name, Op: "check", Err: err}
+	}
 	switch hdr.Typeflag {
 	case tar.TypeDir:
 		if err := e.bindDir(l, name); err != nil {

@@ -217,6 +217,60 @@ var trickyImages = []struct {
 		},
 		want: map[string]string{"p": "fifo 0600 0:0"},
 	},
+	// Whiteouts apply only to lower layers (OCI image-spec layer.md): entries of the
+	// whiteout's own layer stay, wherever the whiteout is.
+	{
+		name: "same-layer whiteout after a file, symlink and new directory keeps them",
+		layers: []tl{
+			{tFile("f", "lower"), tSymlink("s", "f"), tDir("d"), tFile("d/in", "i")},
+			{tFile("f", "upper"), tWh("f"), tFile("s", "now a file"), tWh("s"), tSymlink("d", "f"), tWh("d"),
+				tDir("n"), tFile("n/a", "a"), tWh("n")},
+		},
+		want: map[string]string{"f": `file 0644 0:0 "upper"`, "s": `file 0644 0:0 "now a file"`, "d": `symlink 0000 0:0 "f"`,
+			"n": "dir 0755 0:0", "n/a": `file 0644 0:0 "a"`},
+	},
+	{
+		name: "same-layer whiteout of a directory the layer wrote into and lists",
+		layers: []tl{
+			{tDir("d", tMode(0o700)), tFile("d/old", "o"), tDir("d/sub"), tFile("d/sub/old", "o")},
+			{tFile("d/x", "x"), tFile("d/sub/y", "y"), tWh("d"), tDir("d", tMode(0o750)), tFile("d/new", "n")},
+		},
+		want: map[string]string{"d": "dir 0750 0:0", "d/x": `file 0644 0:0 "x"`, "d/new": `file 0644 0:0 "n"`,
+			"d/sub": "dir 0755 0:0", "d/sub/y": `file 0644 0:0 "y"`},
+	},
+	{
+		name: "same-layer whiteout of a directory only written into",
+		layers: []tl{
+			{tDir("d", tMode(0o700), tOwner(5, 6), tartest.Xattr("user.k", "v")), tFile("d/old", "o"),
+				tDir("d/sub", tMode(0o711), tOwner(7, 7)), tFile("d/sub/old", "o")},
+			{tFile("d/sub/y", "y"), tWh("d")},
+		},
+		want: map[string]string{"d": "dir 0755 0:0", "d/sub": "dir 0755 0:0", "d/sub/y": `file 0644 0:0 "y"`},
+	},
+	{
+		name: "same-layer whiteout of a directory the layer listed first",
+		layers: []tl{
+			{tDir("d"), tFile("d/old", "o")},
+			{tDir("d", tMode(0o700), tOwner(3, 3)), tWh("d")},
+		},
+		want: map[string]string{"d": "dir 0700 3:3"},
+	},
+	{
+		name: "whiteouts before their entries",
+		layers: []tl{
+			{tDir("d", tMode(0o700)), tFile("d/old", "o"), tFile("f", "lower")},
+			{tWh("d"), tWh("f"), tFile("d/x", "x"), tFile("f", "upper")},
+		},
+		want: map[string]string{"d": "dir 0755 0:0", "d/x": `file 0644 0:0 "x"`, "f": `file 0644 0:0 "upper"`},
+	},
+	{
+		name: "opaque directory below a directory only written into",
+		layers: []tl{
+			{tDir("d"), tDir("d/s", tMode(0o700), tOwner(5, 5)), tFile("d/s/old", "o")},
+			{tFile("d/s/y", "y"), tOpaque("d")},
+		},
+		want: map[string]string{"d": "dir 0755 0:0", "d/s": "dir 0755 0:0", "d/s/y": `file 0644 0:0 "y"`},
+	},
 }
 
 // testimageLayers converts pkg/internal/testimage layers.

@@ -20,6 +20,12 @@ import (
 // comes. Memory is bounded by about (1+pipelineAhead) * (pipelineChunks+2) *
 // pipelineChunkSize plus each decompressor's state, whatever the layer sizes. Nothing is
 // fsynced per file: Flatten calls syncfs(2) once before it publishes a tree by rename.
+//
+// A layer stream that already decodes in its own goroutine with a bounded read-ahead (pkg/layers'
+// streams say so with a ReadsAhead method) is handed to the consumer as it is: its producer
+// stands down after opening it, so the bytes are not copied once more between two goroutines.
+// Opening still happens ahead, in the producer, so a layer that is still downloading (see
+// [Pending]) blocks only its producer.
 const (
 	pipelineAhead     = 2         // layers decoded ahead of the one being consumed
 	pipelineChunkSize = 256 << 10 // bytes per chunk
@@ -106,12 +112,39 @@ type layerStream struct {
 	off    int
 	once   sync.Once
 	done   chan struct{} // closed by the consumer to stop the producer early
+
+	mu       sync.Mutex
+	direct   io.ReadCloser // the layer's own stream, read directly (see readAheader)
+	released bool
 }
+
+// handOver gives the consumer the layer's own stream, unless the stream was released already.
+// The producer closes chunks right after, which publishes direct to Read.
+func (s *layerStream) handOver(rc io.ReadCloser) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.released {
+		return false
+	}
+	s.direct = rc
+	return true
+}
+
+// readAheader is implemented by layer streams that decode in their own goroutine, a bounded
+// number of bytes ahead of their reader: the pipeline reads those directly.
+type readAheader interface{ ReadsAhead() bool }
 
 func (s *layerStream) produce(ctx context.Context, l Layer) (err error) {
 	rc, err := l.Uncompressed(ctx)
 	if err != nil {
 		return fmt.Errorf("open layer: %w", err)
+	}
+	if ra, ok := rc.(readAheader); ok && ra.ReadsAhead() {
+		if s.handOver(rc) {
+			return nil // the consumer reads rc and closes it in release
+		}
+		rc.Close() // released before it was opened: nobody will read it
+		return errStreamClosed
 	}
 	defer func() {
 		if cerr := rc.Close(); cerr != nil && err == nil {
@@ -165,6 +198,9 @@ func (s *layerStream) Read(p []byte) (int, error) {
 		select {
 		case b, ok := <-s.chunks:
 			if !ok {
+				if s.direct != nil {
+					return s.readDirect(p)
+				}
 				if s.err != nil {
 					return 0, s.err
 				}
@@ -178,6 +214,19 @@ func (s *layerStream) Read(p []byte) (int, error) {
 	n := copy(p, (*s.cur)[s.off:])
 	s.off += n
 	return n, nil
+}
+
+// readDirect reads the layer's own stream once the producer handed it over; its errors
+// (truncation, a digest mismatch at EOF) are the layer's.
+func (s *layerStream) readDirect(p []byte) (int, error) {
+	if err := s.ctx.Err(); err != nil {
+		return 0, err
+	}
+	n, err := s.direct.Read(p)
+	if err != nil && err != io.EOF {
+		err = fmt.Errorf("read layer: %w", err)
+	}
+	return n, err
 }
 
 func (s *layerStream) putCur() {
@@ -198,5 +247,14 @@ func (s *layerStream) release() {
 	s.once.Do(func() { close(s.done) })
 	if s.cur != nil {
 		s.putCur()
+	}
+	s.mu.Lock()
+	rc := s.direct
+	s.direct, s.released = nil, true
+	s.mu.Unlock()
+	if rc != nil {
+		// The stream's own verdict no longer matters: a stream read to its end reported
+		// it through Read, and one abandoned early is an error the consumer already has.
+		_ = rc.Close()
 	}
 }

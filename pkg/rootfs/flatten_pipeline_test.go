@@ -154,3 +154,57 @@ func TestLayerQueueErrors(t *testing.T) {
 		t.Errorf("opened %d layers but closed %d", opened.Load(), closed.Load())
 	}
 }
+
+// aheadReader is a layer stream that says it reads ahead by itself, as pkg/layers' streams do.
+type aheadReader struct{ *countingReader }
+
+func (aheadReader) ReadsAhead() bool { return true }
+
+type aheadLayer struct{ *countingLayer }
+
+func (a aheadLayer) Uncompressed(ctx context.Context) (io.ReadCloser, error) {
+	rc, err := a.countingLayer.Uncompressed(ctx)
+	return aheadReader{rc.(*countingReader)}, err
+}
+
+// TestLayerQueueDirect: a stream that reads ahead by itself is read directly, with no copy
+// of its own (no bytes are read from it but what the consumer asks for), in order, and every
+// opened stream is closed, also when the consumer stops early.
+func TestLayerQueueDirect(t *testing.T) {
+	ls, cs, opened, closed := newCounting(5, 3*pipelineChunkSize+7)
+	for i := range ls {
+		ls[i] = aheadLayer{cs[i]}
+	}
+	q := newLayerQueue(t.Context(), ls, []int{0, 1, 2, 3, 4})
+	s, _, _ := q.Next()
+	if _, err := io.ReadFull(s, make([]byte, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for opened.Load() < 1+pipelineAhead {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d layers opened", opened.Load())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for i, c := range cs {
+		if want := map[bool]int64{true: 1000}[i == 0]; c.read.Load() != want {
+			t.Errorf("layer %d: %d bytes read from the stream, want %d (no copy ahead)", i, c.read.Load(), want)
+		}
+	}
+	rest, err := io.ReadAll(s)
+	if err != nil || !bytes.Equal(rest, expected(0, cs[0].size)[1000:]) {
+		t.Fatalf("layer 0: %d bytes, %v", len(rest), err)
+	}
+	s.release()
+	s, idx, _ := q.Next()
+	got, err := io.ReadAll(s)
+	if idx != 1 || err != nil || !bytes.Equal(got, expected(1, cs[1].size)) {
+		t.Fatalf("layer %d: %d bytes, %v", idx, len(got), err)
+	}
+	s.release()
+	q.Close() // layers 2 and 3 were opened ahead and never read; 4 maybe
+	if opened.Load() != closed.Load() {
+		t.Errorf("opened %d layers but closed %d", opened.Load(), closed.Load())
+	}
+}

@@ -12,9 +12,18 @@
 // Layers follow the OCI image-spec (layer.md) and Docker where the spec is silent:
 //
 //   - DIR/.wh.NAME removes NAME (a file, a whole tree, or a symlink itself) left by lower layers.
+//     Whiteouts only apply to lower layers: what the whiteout's own layer put at NAME before it
+//     stays (a file or symlink there already replaced the lower one; a directory the layer
+//     listed or wrote into loses its lower contents only, as if opaque). A whiteout before
+//     NAME's entry removes the lower NAME, then the entry creates it anew.
 //   - DIR/.wh..wh..opq hides everything lower layers had in DIR and keeps what the same layer puts
 //     there, wherever the marker appears in the tar. Other .wh..wh.* names are skipped. No
 //     whiteout file ever appears in the result.
+//   - A directory below a hidden one that the layer writes into but does not list gets the
+//     metadata of a parent created for an entry below it (0755, 0:0, no xattrs), not the
+//     hidden lower directory's. What a layer created is known by where it really is (resolved
+//     through symlinks), so an opaque marker or whiteout under another name than the one the
+//     layer wrote through still keeps the layer's own entries.
 //   - A later entry replaces an earlier one of another type (file, directory, symlink); a
 //     directory entry over a directory keeps its contents and only updates metadata. Duplicate
 //     entries: the last wins.
@@ -42,7 +51,8 @@
 // When not running as root (euid != 0) files belong to the caller. The owner the image asked for
 // is kept in the user.rootlesscontainers xattr, in umoci's format (the protobuf message
 // rootlesscontainers.Resource{uint32 uid = 1; uint32 gid = 2}, 0 written as 0xFFFFFFFF and the
-// xattr omitted for 0:0). Modes are kept as the image says, including setuid bits: the cache
+// xattr omitted for 0:0), written before the final mode so that read-only files and
+// directories get it too. Modes are kept as the image says, including setuid bits: the cache
 // directory above the rootfs is 0700. Directories the image makes non-writable still receive
 // their contents: they are made u+rwx while a layer is applied and get their final mode at the
 // end of that layer.

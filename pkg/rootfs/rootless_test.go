@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -65,7 +66,7 @@ func TestRootless(t *testing.T) {
 		t.Fatal(err)
 	}
 	args := []string{"--reuid", "65534", "--regid", "65534", "--clear-groups", bin,
-		"-test.run", "^(TestRootlessChild|TestHostileRootless)$", "-test.v"}
+		"-test.run", "^(" + strings.Join(rootlessTests, "|") + ")$", "-test.v"}
 	cmd := exec.CommandContext(t.Context(), setpriv, args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), rootlessChildEnv+"=1", "TMPDIR="+tmp, "HOME="+dir, "GOCOVERDIR="+tmp)
@@ -74,10 +75,16 @@ func TestRootless(t *testing.T) {
 	if err != nil {
 		t.Fatalf("rootless run failed: %v", err)
 	}
-	if !bytes.Contains(out, []byte("--- PASS: TestRootlessChild")) || !bytes.Contains(out, []byte("--- PASS: TestHostileRootless")) {
-		t.Fatal("rootless tests did not run")
+	for _, name := range rootlessTests {
+		if !bytes.Contains(out, []byte("--- PASS: "+name+" ")) {
+			t.Errorf("rootless test %s did not pass", name)
+		}
 	}
 }
+
+// rootlessTests are the tests TestRootless runs as nobody.
+var rootlessTests = []string{"TestRootlessChild", "TestHostileRootless", "TestRootlessReadOnlyOwned",
+	"TestExportMatchesFlattenRandom", "TestExportMatchesFlatten", "TestExportHostile", "TestApplyWhiteoutResetDropsXattrs"}
 
 func copyFile(t *testing.T, from, to string, perm os.FileMode) {
 	t.Helper()
@@ -222,6 +229,65 @@ func TestRootlessChild(t *testing.T) {
 	var st syscall.Stat_t
 	if err := syscall.Lstat(root, &st); err != nil || int(st.Uid) != uid {
 		t.Errorf("root owner %d, want %d (%v)", st.Uid, uid, err)
+	}
+}
+
+// TestRootlessReadOnlyOwned applies read-only files and directories with a non-root owner and
+// xattrs: the owner xattr must be written before the final mode takes write permission away.
+func TestRootlessReadOnlyOwned(t *testing.T) {
+	if os.Geteuid() == 0 {
+		rootlessChild(t) // skips: run by TestRootless as nobody
+	}
+	root := t.TempDir()
+	t.Cleanup(func() { makeRemovable(root) })
+	x := tartest.Xattr("user.imgrun", "v")
+	layers := []L{
+		{
+			file("ro", "r", mode(0o444), owner(1000, 1000), x),
+			file("none", "n", mode(0), owner(0, 7)),
+			file("suid", "s", mode(0o4555), owner(1000, 0)),
+			dir("d555/", mode(0o555), owner(5, 5), x), file("d555/f", "f", mode(0o400), owner(6, 6)),
+			dir("d000/", mode(0), owner(8, 8)), file("d000/f", "f", mode(0o444), owner(9, 9)),
+		},
+		{file("d555/g", "g", mode(0o440), owner(10, 10)), dir("d000/", mode(0), owner(11, 11))},
+	}
+	for i, l := range layers {
+		if err := Apply(t.Context(), root, tartest.Reader(l...)); err != nil {
+			t.Fatalf("layer %d: %v", i+1, err)
+		}
+	}
+	wantMode := map[string]os.FileMode{"ro": 0o444, "none": 0, "suid": 0o4555 | os.ModeSetuid, "d555": 0o555, "d000": 0,
+		"d555/f": 0o400, "d555/g": 0o440}
+	for p, want := range wantMode {
+		fi, err := os.Lstat(filepath.Join(root, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fi.Mode() & (os.ModePerm | os.ModeSetuid); got != want&(os.ModePerm|os.ModeSetuid) {
+			t.Errorf("%s: mode %v, want %v", p, got, want)
+		}
+	}
+	makeRemovable(root)
+	wantOwner := map[string][2]uint32{"ro": {1000, 1000}, "none": {0, 7}, "suid": {1000, 0}, "d555": {5, 5},
+		"d555/f": {6, 6}, "d555/g": {10, 10}, "d000": {11, 11}, "d000/f": {9, 9}}
+	for p, w := range wantOwner {
+		if p == "none" || p == "ro" || p == "suid" || strings.Contains(p, "/f") || strings.Contains(p, "/g") {
+			os.Chmod(filepath.Join(root, p), 0o600) // so that we may read the xattr back
+		}
+		buf := make([]byte, 64)
+		n, err := unix.Lgetxattr(filepath.Join(root, p), rootlessXattr, buf)
+		if err != nil {
+			t.Errorf("%s: %s: %v", p, rootlessXattr, err)
+			continue
+		}
+		if u, g, ok := parseRootlessOwner(buf[:n]); !ok || u != w[0] || g != w[1] {
+			t.Errorf("%s: owner %d:%d (%v), want %d:%d", p, u, g, ok, w[0], w[1])
+		}
+	}
+	for _, p := range []string{"ro", "d555"} {
+		if n, err := unix.Lgetxattr(filepath.Join(root, p), "user.imgrun", make([]byte, 8)); err != nil || n != 1 {
+			t.Errorf("%s: user.imgrun: %d, %v", p, n, err)
+		}
 	}
 }
 

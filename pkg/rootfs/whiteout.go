@@ -15,9 +15,14 @@ import (
 // the layers below, DIR/.wh..wh..opq makes DIR opaque (at the end of the layer, so the marker
 // may come before or after this layer's own entries in DIR), other .wh..wh.* names are
 // skipped. The marker itself is never created.
+//
+// Whiteouts only apply to lower layers (OCI image-spec, layer.md): what this layer put at NAME
+// earlier stays. A file or symlink there is this layer's own (it replaced the lower one), so
+// the whiteout does nothing; a directory this layer created or wrote into loses its lower
+// contents, like an opaque directory, and keeps this layer's entries.
 func (a *applier) whiteout(hdr *tar.Header, dir, base string) error {
 	if base == OpaqueWhiteout {
-		a.opaque = append(a.opaque, dir)
+		a.opaque = append(a.opaque, opaqueDir{name: dir})
 		return nil
 	}
 	target := base[len(WhiteoutPrefix):]
@@ -35,6 +40,7 @@ func (a *applier) whiteout(hdr *tar.Header, dir, base string) error {
 		}
 		return entryErr(hdr, "whiteout", err)
 	}
+	real := joinName(a.parentReal, target)
 	var st unix.Stat_t
 	err = a.writable(pfd, func() error { return unix.Fstatat(pfd, target, &st, unix.AT_SYMLINK_NOFOLLOW) })
 	if err == unix.ENOENT {
@@ -43,17 +49,29 @@ func (a *applier) whiteout(hdr *tar.Header, dir, base string) error {
 	if err != nil {
 		return entryErr(hdr, "whiteout", err)
 	}
+	if _, mine := a.created[real]; mine {
+		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			a.opaque = append(a.opaque, opaqueDir{name: real, whiteout: true})
+		}
+		return nil
+	}
 	if err := a.removeAt(pfd, target, st.Mode); err != nil {
 		return entryErr(hdr, "whiteout", err)
 	}
 	return nil
 }
 
-// applyOpaque removes from dir everything this layer did not create. Directories this layer
+// applyOpaque removes from d everything this layer did not create. Directories this layer
 // created or wrote into are kept but cleaned the same way, since an opaque directory shows
-// nothing of the layers below at any depth.
-func (a *applier) applyOpaque(dir string) error {
-	p := dir
+// nothing of the layers below at any depth; those it only wrote into (it has no entry for
+// them) get the metadata of a directory Apply creates implicitly, as the lower directory they
+// replace is hidden too. A whited-out directory that this layer does not list is such a
+// directory itself.
+//
+// done holds the directories (by real name) already cleaned this way: a layer may name one
+// directory many times, through symlinks or repeated markers, and each walk could be long.
+func (a *applier) applyOpaque(d opaqueDir, done map[opaqueDir]bool) error {
+	p := d.name
 	if p == "" {
 		p = "."
 	}
@@ -67,27 +85,80 @@ func (a *applier) applyOpaque(dir string) error {
 	defer unix.Close(fd)
 	// Name the directory by where it really is: the marker may sit in a symlinked directory,
 	// and this layer's entries are recorded by their real names.
+	dir := d.name
 	if real, ok := a.inRootPath(fd); ok {
 		dir = real
+	}
+	key := opaqueDir{name: dir, whiteout: d.whiteout}
+	if done[key] {
+		return nil
+	}
+	done[key] = true
+	if d.whiteout && dir != "." && !a.created[dir] {
+		if err := a.resetDir(fd); err != nil {
+			return err
+		}
 	}
 	return a.clearLower(fd, dir)
 }
 
-// inRootPath returns the clean name ("." for the root) of the directory fd refers to, from
-// /proc/self/fd; ok is false if it cannot be told.
-func (a *applier) inRootPath(fd int) (string, bool) {
-	rootPath, err1 := os.Readlink(procFd(a.rootFd))
-	p, err2 := os.Readlink(procFd(fd))
-	if err1 != nil || err2 != nil {
-		return "", false
+// resetDir gives the directory fd refers to the metadata of a directory that Apply creates
+// for an entry below it: mode 0755, owner 0:0 (rootless: no owner xattr), none of the xattrs
+// a layer can set. Its time is left as it is (it is being written into now).
+func (a *applier) resetDir(fd int) error {
+	if !a.o.rootless {
+		if err := unix.Fchownat(fd, "", 0, 0, unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return fmt.Errorf("chown: %w", err)
+		}
 	}
-	if p == rootPath {
-		return ".", true
+	if err := chmodFd(fd, 0o755); err != nil {
+		return err
 	}
-	if rel, ok := strings.CutPrefix(p, strings.TrimSuffix(rootPath, "/")+"/"); ok {
-		return rel, true
+	// Rootless, a directory made writable for this layer would get its old mode back at the
+	// end: the new one replaces it.
+	var st unix.Stat_t
+	if len(a.restore) > 0 && unix.Fstat(fd, &st) == nil {
+		for i := range a.restore {
+			var rst unix.Stat_t
+			if unix.Fstat(a.restore[i].fd, &rst) == nil && rst.Dev == st.Dev && rst.Ino == st.Ino {
+				a.restore[i].mode = 0o755
+			}
+		}
 	}
-	return "", false
+	return a.dropXattrs(fd)
+}
+
+// dropXattrs removes from the directory fd refers to the xattrs a layer can set (user.*,
+// security.capability).
+func (a *applier) dropXattrs(fd int) error {
+	rfd, err := unix.Openat(fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open: %w", err)
+	}
+	defer unix.Close(rfd)
+	buf := make([]byte, 4096)
+	n, err := unix.Flistxattr(rfd, buf)
+	if err == unix.ERANGE {
+		if n, err = unix.Flistxattr(rfd, nil); err == nil {
+			buf = make([]byte, n)
+			n, err = unix.Flistxattr(rfd, buf)
+		}
+	}
+	if err == unix.ENOTSUP {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("listxattr: %w", err)
+	}
+	for name := range strings.SplitSeq(string(buf[:n]), "\x00") {
+		if !strings.HasPrefix(name, "user.") && name != "security.capability" {
+			continue
+		}
+		if err := unix.Fremovexattr(rfd, name); err != nil && err != unix.ENODATA {
+			return fmt.Errorf("removexattr %s: %w", name, err)
+		}
+	}
+	return nil
 }
 
 func (a *applier) clearLower(fd int, dir string) error {
@@ -120,6 +191,13 @@ func (a *applier) clearLower(fd int, dir string) error {
 			cfd, err := unix.Openat(fd, n, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 			if err != nil {
 				return err
+			}
+			if !a.created[p] {
+				// Only written into: the lower directory's metadata is hidden with it.
+				if err := a.resetDir(cfd); err != nil {
+					unix.Close(cfd)
+					return fmt.Errorf("reset %q: %w", p, err)
+				}
 			}
 			err = a.clearLower(cfd, p)
 			unix.Close(cfd)

@@ -3,6 +3,7 @@ package run
 import (
 	"fmt"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -14,12 +15,13 @@ var defaultCaps = []uintptr{
 	unix.CAP_NET_BIND_SERVICE, unix.CAP_SYS_CHROOT, unix.CAP_KILL, unix.CAP_AUDIT_WRITE,
 }
 
-// setCredentials installs the seccomp filter (while CAP_SYS_ADMIN still allows it without
+// confineThread installs the seccomp filter (while CAP_SYS_ADMIN still allows it without
 // no_new_privs), drops the capability bounding set to defaultCaps, clears the inheritable and
-// ambient sets, switches to u (a non-root user then has no capabilities left), re-arms the
-// parent-death signal (a credential change clears it) and sets no_new_privs unless allowed.
-// It acts on the calling, locked thread, which then executes the command.
-func setCredentials(u execUser, userns, newPrivs, unconfined bool) error {
+// ambient sets and sets no_new_privs unless allowed. All of these are attributes of the calling
+// thread (the init's locked thread), inherited by the command it forks or becomes: nothing
+// here signals the init's other threads, which a process-wide change (Go's syscall.Setuid
+// and friends) does at a cost of milliseconds.
+func confineThread(newPrivs, unconfined bool) error {
 	if !unconfined {
 		if err := installSeccomp(); err != nil {
 			return err
@@ -48,33 +50,44 @@ func setCredentials(u execUser, userns, newPrivs, unconfined bool) error {
 	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil {
 		return fmt.Errorf("clear ambient capabilities: %w", err)
 	}
-
-	// A user namespace made by an unprivileged caller maps only root and forbids setgroups.
-	if userns && (u.UID != 0 || u.GID != 0) {
-		return withKind("user", fmt.Errorf("%w: user %d:%d is not mapped: without root, a run can only run as root (uid 0)", ErrUnknownUser, u.UID, u.GID))
-	}
-	if !userns {
-		groups := make([]int, len(u.Groups))
-		for i, g := range u.Groups {
-			groups[i] = int(g)
-		}
-		if err := syscall.Setgroups(groups); err != nil {
-			return fmt.Errorf("setgroups: %w", err)
-		}
-	}
-	if err := syscall.Setresgid(int(u.GID), int(u.GID), int(u.GID)); err != nil {
-		return fmt.Errorf("setgid %d: %w", u.GID, err)
-	}
-	if err := syscall.Setresuid(int(u.UID), int(u.UID), int(u.UID)); err != nil {
-		return fmt.Errorf("setuid %d: %w", u.UID, err)
-	}
-	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0); err != nil {
-		return fmt.Errorf("set parent death signal: %w", err)
-	}
 	if !newPrivs {
 		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 			return fmt.Errorf("set no_new_privs: %w", err)
 		}
+	}
+	return nil
+}
+
+// credential is the identity the command runs as (a non-root user then has no capabilities
+// left). A user namespace made by an unprivileged caller maps only root and forbids setgroups.
+func credential(u execUser, userns bool) (*syscall.Credential, error) {
+	if userns && (u.UID != 0 || u.GID != 0) {
+		return nil, withKind("user", fmt.Errorf("%w: user %d:%d is not mapped: without root, a run can only run as root (uid 0)", ErrUnknownUser, u.UID, u.GID))
+	}
+	return &syscall.Credential{Uid: u.UID, Gid: u.GID, Groups: u.Groups, NoSetGroups: userns}, nil
+}
+
+// becomeUser switches the calling thread, which then executes the command in place of the
+// init, to cred, and re-arms the parent-death signal (a credential change clears it). Raw,
+// per-thread system calls: execve makes the thread's credentials the process's.
+func becomeUser(cred *syscall.Credential) error {
+	if !cred.NoSetGroups {
+		var gp *uint32
+		if len(cred.Groups) > 0 {
+			gp = &cred.Groups[0]
+		}
+		if _, _, e := unix.RawSyscall(unix.SYS_SETGROUPS, uintptr(len(cred.Groups)), uintptr(unsafe.Pointer(gp)), 0); e != 0 {
+			return fmt.Errorf("setgroups: %w", e)
+		}
+	}
+	if _, _, e := unix.RawSyscall(unix.SYS_SETRESGID, uintptr(cred.Gid), uintptr(cred.Gid), uintptr(cred.Gid)); e != 0 {
+		return fmt.Errorf("setgid %d: %w", cred.Gid, e)
+	}
+	if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, uintptr(cred.Uid), uintptr(cred.Uid), uintptr(cred.Uid)); e != 0 {
+		return fmt.Errorf("setuid %d: %w", cred.Uid, e)
+	}
+	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0); err != nil {
+		return fmt.Errorf("set parent death signal: %w", err)
 	}
 	return nil
 }

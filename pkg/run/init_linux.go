@@ -13,20 +13,26 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The launcher re-executes its own binary (/proc/self/exe) in the run's new namespaces, with
-// initEnv set and two inherited pipes: the init reads its initConfig from specFd (the parent
-// writes it only after the init is in the run's cgroup, so the pipe doubles as the start
-// signal) and reports a setup failure as one JSON initError on errFd. errFd is close-on-exec
-// in the final execve: the parent reading EOF on it means the command is running.
+// The launcher re-executes its own binary (through the read-only view initExecutable returns)
+// in the run's new namespaces, with initEnv set and inherited descriptors: the init reads its
+// initConfig from specFd (the parent writes it only after the init is in the run's cgroup, so
+// the pipe doubles as the start signal) and reports a setup failure as one JSON initError on
+// errFd. errFd is closed once the command runs: the parent reading EOF on it means the command
+// started. exeFd is the executable itself (only for the execve; the init closes it). Before it
+// exits, the init writes on statusFd the signal that killed the command, if one did.
 //
-// The command replaces the init as PID 1 of the run's PID namespace, so no process running
-// imgrun's binary is ever visible inside (CVE-2019-5736), and the run behaves as `docker run`
-// without --init: PID 1 gets only the signals it handles, and reaping orphans is its job.
-// When PID 1 exits the kernel kills everything else in the namespace.
+// By default the init stays PID 1 of the run, as docker run --init (tini) does: it forks the
+// command, forwards signals to it, reaps every process the namespace hands it, and exits with
+// the command's status (128+N when signal N killed it). With Spec.NoInit the command replaces
+// the init as PID 1 (docker without --init): PID 1 then gets only the signals it handles, and
+// reaping orphans is its job. Either way, when PID 1 exits the kernel kills everything else in
+// the namespace.
 const (
-	initEnv = "_IMGRUN_INIT"
-	specFd  = 3
-	errFd   = 4
+	initEnv  = "_IMGRUN_INIT"
+	specFd   = 3
+	errFd    = 4
+	exeFd    = 5
+	statusFd = 6
 )
 
 // initConfig is what the parent sends the init.
@@ -47,8 +53,18 @@ func MaybeInit() {
 	if os.Getenv(initEnv) != "1" || os.Getpid() != 1 {
 		return
 	}
-	// prctl, capset and execve act on the calling thread: keep them on one.
+	// prctl, capset, fork and execve act on the calling thread: keep them on one.
 	runtime.LockOSThread()
+	// Nothing in the run may read this process's memory or open /proc/1/exe (CVE-2019-5736):
+	// a non-dumpable process's /proc files need CAP_SYS_PTRACE, which a run does not have.
+	// Until here, the namespace holds no other process.
+	unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
+	unix.Close(exeFd)
+	// Executed as /proc/self/fd/5, the init would be named "5" in the run's ps.
+	if fd, err := unix.Open("/proc/self/comm", unix.O_WRONLY|unix.O_CLOEXEC, 0); err == nil {
+		unix.Write(fd, []byte("imgrun-init"))
+		unix.Close(fd)
+	}
 	err := initMain()
 	report := initError{Kind: "setup", Msg: "run init: " + err.Error()}
 	var ke *kindError
@@ -123,12 +139,22 @@ func initMain() error {
 	if err != nil {
 		return err
 	}
-	if err := setCredentials(user, c.Userns, s.NewPrivileges, s.Unconfined); err != nil {
+	cred, err := credential(user, c.Userns)
+	if err != nil {
+		return err
+	}
+	if err := confineThread(s.NewPrivileges, s.Unconfined); err != nil {
 		return err
 	}
 	// No descriptor of the launcher may reach the command (CVE-2024-21626); errFd closes on exec.
 	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err != nil {
 		return fmt.Errorf("close_range: %w", err)
+	}
+	if !s.NoInit {
+		return superviseCommand(argv0, s.Args, env, cred, s.TTY)
+	}
+	if err := becomeUser(cred); err != nil {
+		return err
 	}
 	err = unix.Exec(argv0, s.Args, env)
 	return execError(s.Args[0], err)

@@ -131,12 +131,28 @@ func (l *launch) run(ctx context.Context) (int, syscall.Signal, error) {
 		return 0, 0, err
 	}
 	defer errR.Close()
+	statusR, statusW, err := os.Pipe()
+	if err != nil {
+		specR.Close()
+		errW.Close()
+		return 0, 0, err
+	}
+	defer statusR.Close()
+	exe, err := initExecutable()
+	if err != nil {
+		specR.Close()
+		errW.Close()
+		statusW.Close()
+		return 0, 0, err
+	}
 
 	cmd := &exec.Cmd{
-		Path:       "/proc/self/exe",
+		Path:       fmt.Sprintf("/proc/self/fd/%d", exeFd), // exe, after the child's dup2s
 		Args:       []string{"imgrun-init"},
-		Env:        []string{initEnv + "=1", "GOGC=off"},
-		ExtraFiles: []*os.File{specR, errW}, // fds 3 and 4: specFd, errFd
+		// The init's runtime need not size GOMAXPROCS from the cgroup's CPU quota (files
+		// read at start) nor collect garbage during setup.
+		Env:        []string{initEnv + "=1", "GOGC=off", "GODEBUG=containermaxprocs=0,updatemaxprocs=0"},
+		ExtraFiles: []*os.File{specR, errW, exe, statusW}, // specFd, errFd, exeFd, statusFd
 		WaitDelay:  time.Second,
 	}
 	l.cmd = cmd
@@ -163,6 +179,7 @@ func (l *launch) run(ctx context.Context) (int, syscall.Signal, error) {
 	if err := l.setupStdio(); err != nil {
 		specR.Close()
 		errW.Close()
+		statusW.Close()
 		return 0, 0, err
 	}
 	defer l.tty.restore()
@@ -175,6 +192,7 @@ func (l *launch) run(ctx context.Context) (int, syscall.Signal, error) {
 	err = cmd.Start()
 	specR.Close()
 	errW.Close()
+	statusW.Close()
 	l.tty.closeSlave()
 	if err != nil {
 		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) || errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EUSERS) {
@@ -222,6 +240,11 @@ func (l *launch) run(ctx context.Context) (int, syscall.Signal, error) {
 	}
 	switch {
 	case st.Exited():
+		// The init exits 128+N when signal N killed the command, and says N on statusFd.
+		var sig [1]byte
+		if n, _ := statusR.Read(sig[:]); n == 1 && sig[0] != 0 && st.ExitStatus() == 128+int(sig[0]) {
+			return st.ExitStatus(), syscall.Signal(sig[0]), nil
+		}
 		return st.ExitStatus(), 0, nil
 	case st.Signaled():
 		return 128 + int(st.Signal()), st.Signal(), nil

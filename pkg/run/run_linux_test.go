@@ -87,12 +87,13 @@ func TestRunIsolation(t *testing.T) {
 		want string // regexp for the whole output
 	}{
 		{"dangling /etc/resolv.conf", Spec{Rootfs: danglingResolv, Args: sh("cat /etc/resolv.conf")}, `^# imgrun`},
-		{"pid 1", Spec{Args: sh("echo $$")}, `^1\n$`},
+		{"pid 1 is imgrun's init", Spec{Args: sh("cat /proc/1/comm; echo $PPID")}, `^imgrun-init\n1\n$`},
+		{"pid 1 without init", Spec{NoInit: true, Args: sh("echo $$")}, `^1\n$`},
 		{"hostname", Spec{Args: []string{"hostname"}, Hostname: "box"}, `^box\n$`},
 		{"default hostname", Spec{Args: sh("hostname; cat /etc/hostname")}, `^([0-9a-f]{12})\n([0-9a-f]{12})\n$`},
 		{"only loopback", Spec{Args: sh("grep : /proc/net/dev | cut -d: -f1 | tr -d ' '")}, `^lo\n$`},
-		{"only the run's processes", Spec{Args: sh("ls /proc | grep -E '^[0-9]+$'")}, `^1\n[0-9]+\n([0-9]+\n)?$`}, // sh, ls (and grep unless ls was done first)
-		{"pid 1 is the command, not imgrun", Spec{Args: sh("readlink /proc/1/exe")}, `^/bin/busybox\n$`},
+		{"only the run's processes", Spec{Args: sh("ls /proc | grep -E '^[0-9]+$'")}, `^1\n([0-9]+\n){1,3}$`}, // init, sh, ls (and grep unless ls was done first)
+		{"pid 1 is the command without init", Spec{NoInit: true, Args: sh("readlink /proc/1/exe")}, `^/bin/busybox\n$`},
 		{"no descriptor beyond stdio", Spec{Args: []string{"rthelper", "fds"}}, `^\[0 1 2\]\n$`},
 		{"docker's capabilities", Spec{Args: sh("grep -E '^Cap(Eff|Bnd|Inh|Amb)' /proc/self/status")},
 			`^CapInh:\t0{16}\nCapEff:\t00000000a80425fb\nCapBnd:\t00000000a80425fb\nCapAmb:\t0{16}\n$`},
@@ -295,7 +296,8 @@ func TestRunLimits(t *testing.T) {
 }
 
 // TestRunSignals checks that a signal sent to imgrun reaches the command (exit 143 from its
-// SIGTERM handler) and that cancelling ctx stops a command that ignores SIGTERM, as docker stop.
+// SIGTERM handler) and that cancelling ctx stops the command as docker stop does: SIGTERM
+// (which kills a command that does not handle it, unless it is PID 1 itself), then SIGKILL.
 func TestRunSignals(t *testing.T) {
 	rootfs := testRootfs(t)
 	pr, pw := io.Pipe()
@@ -315,11 +317,26 @@ func TestRunSignals(t *testing.T) {
 		t.Fatalf("err = %v, want exit code 143", err)
 	}
 
-	ctx, cancel := context.WithCancel(t.Context())
-	go func() { time.Sleep(300 * time.Millisecond); cancel() }()
-	err := Run(ctx, Spec{Rootfs: rootfs, StateDir: t.TempDir(), Args: []string{"sleep", "60"}, StopTimeout: 100 * time.Millisecond}, Stdio{})
-	if !errors.As(err, &ee) || ee.Code != 137 || ee.Signal != syscall.SIGKILL {
-		t.Fatalf("cancelled run: err = %v, want SIGKILL (137)", err)
+	stops := []struct {
+		name   string
+		args   []string
+		noInit bool
+		sig    syscall.Signal
+	}{
+		{name: "default action", args: []string{"sleep", "60"}, sig: syscall.SIGTERM},
+		{name: "ignored", args: sh(`trap "" TERM; sleep 60`), sig: syscall.SIGKILL},
+		{name: "PID 1 without handler", args: []string{"sleep", "60"}, noInit: true, sig: syscall.SIGKILL},
+	}
+	for _, tc := range stops {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(t.Context())
+			go func() { time.Sleep(300 * time.Millisecond); cancel() }()
+			spec := Spec{Rootfs: rootfs, StateDir: t.TempDir(), Args: tc.args, NoInit: tc.noInit, StopTimeout: 200 * time.Millisecond}
+			err := Run(ctx, spec, Stdio{})
+			if !errors.As(err, &ee) || ee.Code != 128+int(tc.sig) || ee.Signal != tc.sig {
+				t.Fatalf("cancelled run: err = %v, want %v (%d)", err, tc.sig, 128+int(tc.sig))
+			}
+		})
 	}
 }
 
@@ -361,12 +378,12 @@ func TestRunNoControllingTerminal(t *testing.T) {
 	defer slave.Close()
 	var out bytes.Buffer
 	spec := Spec{Rootfs: rootfs, StateDir: t.TempDir(), Stdin: true,
-		Args: sh("test -t 0 && echo stdin is a terminal; cut -d' ' -f7 /proc/self/stat; echo $(cut -d' ' -f6 /proc/self/stat) $$")}
+		Args: sh("test -t 0 && echo stdin is a terminal; cut -d' ' -f7 /proc/self/stat; cut -d' ' -f6 /proc/self/stat")}
 	if err := Run(t.Context(), spec, Stdio{Stdin: slave, Stdout: &out}); err != nil {
 		t.Fatal(err)
 	}
-	// tty_nr 0: no controlling terminal; session id 1: the command leads its own session.
-	if want := "stdin is a terminal\n0\n1 1\n"; out.String() != want {
+	// tty_nr 0: no controlling terminal; session id 1: the run's own session, led by its init.
+	if want := "stdin is a terminal\n0\n1\n"; out.String() != want {
 		t.Fatalf("output %q, want %q", out.String(), want)
 	}
 }
@@ -433,11 +450,11 @@ func TestRootlessChild(t *testing.T) {
 	rootfs, state, _ := strings.Cut(arg, ":")
 	var out, errb bytes.Buffer
 	spec := Spec{Rootfs: rootfs, StateDir: state, Hostname: "rootless",
-		Args: sh("id -u; echo $$; hostname; echo x > /etc/new && cat /etc/new; grep -c : /proc/net/dev")}
+		Args: sh("id -u; cat /proc/1/comm; hostname; echo x > /etc/new && cat /etc/new; grep -c : /proc/net/dev")}
 	if err := Run(t.Context(), spec, Stdio{Stdout: &out, Stderr: &errb}); err != nil {
 		t.Fatalf("run: %v (stderr %q)", err, errb.String())
 	}
-	if want := "0\n1\nrootless\nx\n1\n"; out.String() != want {
+	if want := "0\nimgrun-init\nrootless\nx\n1\n"; out.String() != want {
 		t.Fatalf("output %q, want %q", out.String(), want)
 	}
 	_, err := RunStats(t.Context(), Spec{Rootfs: rootfs, StateDir: state, User: "app", Args: []string{"true"}}, Stdio{})

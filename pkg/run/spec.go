@@ -83,6 +83,11 @@ type Spec struct {
 	// Unconfined runs the command without the seccomp filter (docker's
 	// --security-opt seccomp=unconfined), e.g. for programs that make user namespaces.
 	Unconfined bool
+	// NoInit executes the command as PID 1 of the run, like docker run without --init: it
+	// then gets only the signals it handles and must reap orphaned processes itself. By
+	// default (false) a minimal init is PID 1: it forwards signals to the command, reaps
+	// zombies and exits with the command's status, like docker run --init.
+	NoInit bool
 	// StopTimeout is how long Run waits after sending SIGTERM, when ctx is cancelled, before it
 	// kills the run. Zero means 10 s.
 	StopTimeout time.Duration

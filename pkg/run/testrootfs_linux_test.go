@@ -15,6 +15,7 @@ import (
 const rtHelperSrc = `package main
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -22,6 +23,7 @@ import (
 	"sort"
 	"strconv"
 	"syscall"
+	"time"
 )
 
 func main() {
@@ -84,6 +86,26 @@ func main() {
 			fmt.Printf("%s=%d ", c.name, int(errno))
 		}
 		fmt.Println()
+	case "zombies": // orphan a process, let it exit, then count the zombies in /proc
+		exec.Command("/bin/sh", "-c", "/bin/sleep 0.05 &").Run()
+		time.Sleep(500 * time.Millisecond)
+		n := 0
+		ents, _ := os.ReadDir("/proc")
+		for _, e := range ents {
+			b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+			if i := bytes.LastIndexByte(b, ')'); err == nil && i > 0 && len(b) > i+2 && b[i+2] == 'Z' {
+				n++
+			}
+		}
+		fmt.Println("zombies", n)
+	case "openw": // open PATH for writing: "ok" or the error
+		f, err := os.OpenFile(os.Args[2], os.O_WRONLY, 0)
+		if err != nil {
+			fmt.Println(err)
+			os.Exit(1)
+		}
+		f.Close()
+		fmt.Println("ok")
 	case "open": // open PATH for reading: "ok" or the error
 		f, err := os.Open(os.Args[2])
 		if err != nil {

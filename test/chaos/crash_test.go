@@ -138,7 +138,7 @@ func TestCrash(t *testing.T) {
 		}
 		if len(left) > 0 {
 			countFindings.Add(1)
-			t.Skipf("BUG: killed unpack/export leave temp siblings of DIR/FILE that nothing removes: %v", left)
+			t.Skipf("BUG: a killed unpack/export leaves a temp sibling of DIR/FILE that no later imgrun or gc removes: %v", left)
 		}
 	})
 

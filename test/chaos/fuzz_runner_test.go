@@ -75,7 +75,31 @@ func TestFuzzLong(t *testing.T) {
 			if tg.dir != "." {
 				cmd.Args[len(cmd.Args)-1] = tg.dir
 			}
+			corpus := filepath.Join(tg.dir, "testdata", "fuzz", tg.name)
+			before := map[string]bool{}
+			for _, n := range dirEntries(corpus, "") {
+				before[n] = true
+			}
 			out, err := cmd.CombinedOutput()
+			if tg.dir != "." {
+				// A failing input lands in the target package's testdata, which belongs to that
+				// package's owner: move it here (testdata/crashers) and report it.
+				for _, n := range dirEntries(corpus, "") {
+					if before[n] {
+						continue
+					}
+					dst := filepath.Join("testdata", "crashers", filepath.Base(tg.dir)+"-"+tg.name+"-"+n)
+					if err := os.MkdirAll(filepath.Dir(dst), 0o755); err == nil && os.Rename(filepath.Join(corpus, n), dst) == nil {
+						t.Logf("crasher moved to test/chaos/%s; repro: mkdir -p %s && cp test/chaos/%s %s/%s && go test -run '%s/%s' ./%s",
+							dst, strings.TrimPrefix(corpus, "../../"), dst, strings.TrimPrefix(corpus, "../../"), n, tg.name, n, strings.TrimPrefix(tg.dir, "../../"))
+					}
+				}
+				if len(before) == 0 {
+					os.Remove(corpus) // leave no empty directories behind
+					os.Remove(filepath.Dir(corpus))
+					os.Remove(filepath.Dir(filepath.Dir(corpus)))
+				}
+			}
 			var last []string
 			sc := bufio.NewScanner(strings.NewReader(string(out)))
 			for sc.Scan() {
