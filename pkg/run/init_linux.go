@@ -48,7 +48,8 @@ type initConfig struct {
 
 // MaybeInit must be the first call in main (and in TestMain of tests that run the launcher).
 // In an ordinary process it returns at once. In the process Run starts as a run's init it
-// sets up the container and executes the command; it never returns.
+// sets up the container and runs the command (as its PID 1 init, or in its place with
+// Spec.NoInit); it never returns.
 func MaybeInit() {
 	if os.Getenv(initEnv) != "1" || os.Getpid() != 1 {
 		return

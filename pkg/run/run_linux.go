@@ -149,9 +149,7 @@ func (l *launch) run(ctx context.Context) (int, syscall.Signal, error) {
 	cmd := &exec.Cmd{
 		Path:       fmt.Sprintf("/proc/self/fd/%d", exeFd), // exe, after the child's dup2s
 		Args:       []string{"imgrun-init"},
-		// The init's runtime need not size GOMAXPROCS from the cgroup's CPU quota (files
-		// read at start) nor collect garbage during setup.
-		Env:        []string{initEnv + "=1", "GOGC=off", "GODEBUG=containermaxprocs=0,updatemaxprocs=0"},
+		Env:        []string{initEnv + "=1", "GOGC=off"},
 		ExtraFiles: []*os.File{specR, errW, exe, statusW}, // specFd, errFd, exeFd, statusFd
 		WaitDelay:  time.Second,
 	}

@@ -399,6 +399,29 @@ func TestRunTTY(t *testing.T) {
 	}
 }
 
+// TestRunTTYInterrupt types Ctrl-C on the run's terminal: the command, in the terminal's
+// foreground process group (not the init's), gets SIGINT and dies of it (130), as with
+// docker run -it --init.
+func TestRunTTYInterrupt(t *testing.T) {
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
+	spec := Spec{Rootfs: testRootfs(t), StateDir: t.TempDir(), TTY: true, Stdin: true,
+		Args: sh("echo ready; exec sleep 10")}
+	errc := make(chan error, 1)
+	go func() { errc <- Run(t.Context(), spec, Stdio{Stdin: inR, Stdout: outW}); outW.Close() }()
+	line := make([]byte, 5)
+	if _, err := io.ReadFull(outR, line); err != nil || string(line) != "ready" {
+		t.Fatalf("output %q, %v", line, err)
+	}
+	go io.Copy(io.Discard, outR)
+	time.Sleep(100 * time.Millisecond) // let sh exec sleep
+	inW.Write([]byte{3})               // ^C
+	var ee *ExitError
+	if err := <-errc; !errors.As(err, &ee) || ee.Code != 130 || ee.Signal != syscall.SIGINT {
+		t.Fatalf("err = %v, want SIGINT (130)", err)
+	}
+}
+
 // TestRunRootless runs the test binary as nobody (uid 65534): the run gets a user namespace
 // mapping that user to root.
 func TestRunRootless(t *testing.T) {

@@ -57,7 +57,7 @@ func TestFuzzLong(t *testing.T) {
 	if err != nil {
 		t.Fatalf("IMGRUN_CHAOS_FUZZTIME: %v", err)
 	}
-	execsRE := regexp.MustCompile(`execs: (\d+) .*new interesting: (\d+) \(total: (\d+)\)`)
+	execsRE := regexp.MustCompile(`elapsed: (\S+), execs: (\d+) .*new interesting: (\d+) \(total: (\d+)\)`)
 	for _, tg := range targets {
 		if only != "" && !regexp.MustCompile(only).MatchString(tg.name) {
 			continue
@@ -108,7 +108,7 @@ func TestFuzzLong(t *testing.T) {
 				}
 			}
 			if last != nil {
-				t.Logf("%s (%s): %s execs in %s, %s new interesting (corpus %s)", tg.name, tg.dir, last[1], fuzztime, last[2], last[3])
+				t.Logf("%s (%s): %s execs in %s, %s new interesting (corpus %s)", tg.name, tg.dir, last[2], last[1], last[3], last[4])
 			}
 			if err != nil {
 				countFindings.Add(1)

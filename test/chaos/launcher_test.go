@@ -148,18 +148,32 @@ func TestLauncherAbuse(t *testing.T) {
 		defer os.RemoveAll(secretDir)
 		secret := marker()
 		must(t, os.WriteFile(filepath.Join(secretDir, "secret"), []byte(secret), 0o644))
+		binSum, _ := fileSHA256(imgrun(t))
+		// The run's init (imgrun's binary, kept as PID 1 like docker --init) may be visible,
+		// but neither its view of the host nor its binary may be reachable through /proc.
 		r := c.run(t, "run", ref, "sh", "-c", fmt.Sprintf(
-			"for p in /proc/[0-9]*; do cat $p/root%s/secret 2>/dev/null; cat $p/cwd%s/secret 2>/dev/null; done; "+
-				"echo pids: /proc/[0-9]*; cat /proc/1/cmdline; echo; ls -l /proc/[0-9]*/exe 2>&1", secretDir, secretDir))
+			"for p in /proc/[0-9]*; do cat $p/root%[1]s/secret $p/cwd%[1]s/secret 2>/dev/null; "+
+				"head -c 4 $p/exe >/dev/null 2>&1 && echo exe-readable:$p; "+
+				"(echo x >> $p/exe) 2>/dev/null && echo exe-writable:$p; "+
+				"ls $p/root/ 2>/dev/null | grep -q chaos-secret && echo host-root:$p; done; "+
+				"echo pids: /proc/[0-9]*; ls -l /proc/[0-9]*/exe 2>&1", secretDir))
 		t.Logf("exit %d: %q", r.code, r.stdout)
 		if strings.Contains(r.stdout, secret) {
 			finding(t, "a host file was read from inside the container")
 		}
-		if strings.Contains(r.stdout, "imgrun") {
-			finding(t, "the launcher (imgrun's binary) is visible inside the container: %q", r.stdout)
+		for _, bad := range []string{"exe-writable:", "host-root:", "imgrun-chaos-bin"} {
+			if strings.Contains(r.stdout, bad) {
+				finding(t, "the launcher is reachable from inside the container (%s): %q", bad, r.stdout)
+			}
+		}
+		if strings.Contains(r.stdout, "exe-readable:/proc/1\n") {
+			finding(t, "the init's binary (/proc/1/exe) is readable inside the container: %q", r.stdout)
 		}
 		if !strings.Contains(r.stdout, "pids:") {
 			finding(t, "the probe did not run: %q %s", r.stdout, r.stderr)
+		}
+		if sum, _ := fileSHA256(imgrun(t)); sum != binSum {
+			finding(t, "imgrun's binary on the host changed during the run")
 		}
 	})
 
