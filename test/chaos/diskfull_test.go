@@ -24,11 +24,10 @@ func TestDiskFull(t *testing.T) {
 	imgMiB := 3*bigSize()>>20 + 2
 
 	cases := []struct {
-		name     string
-		sizeMiB  int      // tmpfs size while it fills
-		prepull  bool     // pull first (with room), then shrink the tmpfs
-		args     []string // the command that fills the disk; DIR is replaced by a path on the tmpfs
-		leftover []string // ROOT subdirectories that must hold nothing complete afterwards
+		name    string
+		sizeMiB int      // tmpfs size while it fills
+		prepull bool     // pull first (with room), then fill the tmpfs with a filler file
+		args    []string // the command that fills the disk; DIR is replaced by a path on the tmpfs
 	}{
 		{name: "pull", sizeMiB: imgMiB / 2, args: []string{"pull", ref}},
 		{name: "unpack", sizeMiB: imgMiB + imgMiB/2, prepull: true, args: []string{"unpack", "--pull", "never", ref, "DIR"}},
