@@ -5,7 +5,7 @@ GO ?= go
 .PHONY: build test deps bench
 
 build:
-	$(GO) build -o imgrun ./cmd/imgrun
+	CGO_ENABLED=0 $(GO) build -o imgrun ./cmd/imgrun
 
 test:
 	bash scripts/test.sh

@@ -23,8 +23,10 @@ import (
 //     the run fails with EROFS, and the run has no way to make a mount writable (no
 //     CAP_SYS_ADMIN; seccomp refuses the mount API). This is runc's exeseal "overlayfs" idea,
 //     done with a bind mount. It needs CAP_SYS_ADMIN in the caller's mount namespace: root.
-//   - without it (a rootless run): a sealed memfd copy (F_SEAL_WRITE, SHRINK, GROW, SEAL), as
-//     runc did first; it costs copying the binary once per process (cached for later runs).
+//   - without it (a rootless run): the binary itself when the caller cannot write it (then
+//     neither can the run, whose root is the caller); else a sealed memfd copy (F_SEAL_WRITE,
+//     SHRINK, GROW, SEAL), as runc did first, which costs copying the binary once per process
+//     (cached for later runs).
 //
 // The init is non-dumpable besides (see MaybeInit), so /proc/1/exe, /proc/1/mem and friends
 // cannot even be opened from inside by a run without CAP_SYS_PTRACE.
@@ -36,6 +38,13 @@ func openInitExecutable() (*os.File, error) {
 	f, err := readOnlyExecutable()
 	if err == nil {
 		return f, nil
+	}
+	// A binary the caller cannot write (root's, as installed) needs no copy: a rootless run's
+	// root is the caller, and its capabilities cover only the caller's own files.
+	if werr := unix.Faccessat(unix.AT_FDCWD, "/proc/self/exe", unix.W_OK, unix.AT_EACCESS); werr == unix.EACCES || werr == unix.EROFS {
+		if f, oerr := os.OpenFile("/proc/self/exe", unix.O_PATH|unix.O_CLOEXEC, 0); oerr == nil {
+			return f, nil
+		}
 	}
 	f, serr := sealedExecutable()
 	if serr != nil {

@@ -1,6 +1,7 @@
 package run
 
 import (
+	"fmt"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -19,10 +20,10 @@ import (
 // signal). syscall.ForkExec, not os.StartProcess: the latter asks for a pidfd with clone3,
 // which the seccomp filter answers ENOSYS.
 func superviseCommand(argv0 string, args, env []string, cred *syscall.Credential, tty bool) error {
-	// Installed before the fork, so that neither a signal nor the child's exit is missed; the
-	// parent holds the signals it got until errFd says the command runs.
+	// Installed before the fork, so that no signal is missed; the parent holds the signals it
+	// got until errFd says the command runs.
 	sigc := make(chan os.Signal, 64)
-	signal.Notify(sigc, append([]os.Signal{unix.SIGCHLD}, forwardedSignals...)...)
+	signal.Notify(sigc, forwardedSignals...)
 	attr := &syscall.ProcAttr{
 		Env:   env,
 		Files: []uintptr{0, 1, 2},
@@ -39,9 +40,17 @@ func superviseCommand(argv0 string, args, env []string, cred *syscall.Credential
 	if err != nil {
 		return execError(args[0], err)
 	}
+	// Signals go through a pidfd: once reap has collected the command, its pid may name
+	// another process of the run.
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		unix.Kill(pid, unix.SIGKILL)
+		return fmt.Errorf("pidfd_open: %w", err)
+	}
+	go forwardSignals(pidfd, sigc)
 	unix.Close(errFd)       // EOF: the command runs
 	debug.SetGCPercent(100) // the launcher started the init with GOGC=off; it may live long
-	ws := reap(pid, sigc)
+	ws := reap(pid)
 
 	var sig byte
 	code := ws.ExitStatus()
@@ -54,28 +63,26 @@ func superviseCommand(argv0 string, args, env []string, cred *syscall.Credential
 	return nil
 }
 
-// reap forwards signals to child and reaps every child of the init until child has exited,
-// and returns its status. Orphans of the run are re-parented to the init (PID 1): without
-// this, each would stay a zombie until the run ends.
-func reap(child int, sigc <-chan os.Signal) unix.WaitStatus {
+// forwardSignals relays what the init receives to the command.
+func forwardSignals(pidfd int, sigc <-chan os.Signal) {
 	for s := range sigc {
-		if s != unix.SIGCHLD {
-			unix.Kill(child, s.(syscall.Signal)) // not yet reaped below: the pid is still ours
-			continue
-		}
-		for {
-			var ws unix.WaitStatus
-			pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
-			if err == unix.EINTR {
-				continue
-			}
-			if err != nil || pid <= 0 {
-				break
-			}
-			if pid == child && (ws.Exited() || ws.Signaled()) {
-				return ws // what is left of the run dies with PID 1
-			}
+		unix.PidfdSendSignal(pidfd, s.(syscall.Signal), nil, 0)
+	}
+}
+
+// reap waits for every child of the init until child has exited, and returns its status.
+// Orphans of the run are re-parented to the init (PID 1): without this, each would stay a
+// zombie until the run ends. A blocking wait4 on the init's thread: no SIGCHLD handling.
+func reap(child int) unix.WaitStatus {
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, 0, nil)
+		switch {
+		case err == unix.EINTR:
+		case err != nil: // ECHILD cannot happen while child lives
+			return ws
+		case pid == child && (ws.Exited() || ws.Signaled()):
+			return ws // what is left of the run dies with PID 1
 		}
 	}
-	panic("unreachable: signal channel closed")
 }
