@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -33,6 +34,7 @@ type app struct {
 	root     string
 	insecure []string
 	mirrors  []string
+	stall    time.Duration // --stall-timeout: a transfer that gets no bytes this long fails
 	progress string
 	quiet    bool
 	debug    bool
@@ -149,6 +151,7 @@ flattens them into a root filesystem, exports them as a tarball, and runs comman
 	f.StringVar(&a.root, "root", "", "cache directory (env IMGRUN_ROOT; default /var/lib/imgrun as root, $XDG_CACHE_HOME/imgrun otherwise)")
 	f.StringArrayVar(&a.insecure, "insecure", nil, "registry `HOST[:PORT]` to reach over plain HTTP or unverified TLS (repeatable)")
 	f.StringArrayVar(&a.mirrors, "mirror", nil, "pull-through mirror `URL` for Docker Hub images, tried in order (repeatable; env IMGRUN_MIRRORS, comma-separated)")
+	f.DurationVar(&a.stall, "stall-timeout", 0, "fail a registry transfer that receives no bytes for this `DURATION` (env IMGRUN_STALL_TIMEOUT; default 30s)")
 	f.StringVar(&a.progress, "progress", "auto", "progress output on stderr: auto, tty, plain, json or quiet")
 	f.BoolVarP(&a.quiet, "quiet", "q", false, "no progress output")
 	f.BoolVar(&a.debug, "debug", false, "debug logging on stderr")
@@ -177,6 +180,18 @@ func (a *app) setup() error {
 	}
 	if a.root == "" {
 		a.root = defaultRoot()
+	}
+	if a.stall == 0 {
+		if v := os.Getenv("IMGRUN_STALL_TIMEOUT"); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				return fail("IMGRUN_STALL_TIMEOUT", fmt.Errorf("invalid duration %q", v))
+			}
+			a.stall = d
+		}
+	}
+	if a.stall < 0 {
+		return fail("--stall-timeout", fmt.Errorf("must be positive, not %s", a.stall))
 	}
 	if len(a.mirrors) == 0 {
 		for _, m := range strings.Split(os.Getenv("IMGRUN_MIRRORS"), ",") {

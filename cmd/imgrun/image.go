@@ -40,11 +40,15 @@ func (a *app) openStore() (*layers.Store, error) {
 // client builds the registry client from --insecure and --mirror (or IMGRUN_MIRRORS).
 // Its log (retries, mirror fallbacks) is shown with --debug only; failures are errors.
 func (a *app) client() (*registry.Client, error) {
-	return registry.New(
+	opts := []registry.Option{
 		registry.WithInsecure(a.insecure...),
 		registry.WithMirrors(a.mirrors...),
 		registry.WithLogger(a.dlog),
-	)
+	}
+	if a.stall > 0 {
+		opts = append(opts, registry.WithStallTimeout(a.stall))
+	}
+	return registry.New(opts...)
 }
 
 // parsePlatform turns a --platform value into a platform. Empty gives the zero platform,

@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/imgrun/imgrun/internal/progress"
 	"github.com/imgrun/imgrun/internal/testreg"
@@ -290,4 +291,30 @@ func TestPullPlatformFromIndex(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &rows); err != nil || len(rows) != 1 || rows[0].Platform != "linux/arm64" {
 		t.Errorf("images --json = %q, %v; want one linux/arm64 row", r.stdout, err)
 	}
+}
+
+// TestStallTimeoutFlag: --stall-timeout (or IMGRUN_STALL_TIMEOUT) bounds how long a pull
+// waits on a registry that stops sending bytes; it then fails with one line and retries
+// nothing trusted from the stalled blob.
+func TestStallTimeoutFlag(t *testing.T) {
+	img := testreg.Image(t, "linux/amd64",
+		testreg.Layer(t, testreg.File{Name: "big", Body: strings.Repeat("y", 64<<10)}))
+	reg := testreg.New(t, testreg.WithFaults(testreg.Fault{Method: "GET", Kind: testreg.KindBlob, Action: testreg.StallAfter(100)}))
+	reg.Push(t, "library/stall:1", img)
+	root := t.TempDir()
+
+	start := time.Now()
+	r := imgrun(t, root, "-q", "--stall-timeout", "500ms", "pull", reg.Ref("library/stall:1"))
+	wantOneErrorLine(t, r, 125)
+	if !strings.Contains(r.stderr, "stall") && !strings.Contains(r.stderr, "no data") {
+		t.Errorf("stderr = %q, want it to say the transfer stalled", r.stderr)
+	}
+	// Generous bound: the default stall timeout is 30 s, and retries of a 0.5 s stall
+	// must stay far below it.
+	if d := time.Since(start); d > 25*time.Second {
+		t.Errorf("pull took %s with --stall-timeout 500ms", d)
+	}
+
+	t.Setenv("IMGRUN_STALL_TIMEOUT", "bogus")
+	wantOneErrorLine(t, imgrun(t, root, "images"), 125)
 }
