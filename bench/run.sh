@@ -187,6 +187,8 @@ if [[ -n $WARM ]] && command -v hyperfine >/dev/null; then
 	warm_start
 fi
 
-print_table | tee "$here/results/$(date -u +%F).md"
+out=$here/results/$(date -u +%F).md
+[[ ! -e $out ]] || out=$here/results/$(date -u +%F-%H%M).md
+print_table | tee "$out"
 exit
 }
