@@ -34,11 +34,12 @@ Flags after IMAGE belong to COMMAND. The exit status is the command's (docker's 
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			what := "run " + args[0]
-			spec, image, err := a.runSpec(cmd, &f, args)
+			spec, release, err := a.runSpec(cmd, &f, args)
 			if err != nil {
 				return fail(what, err)
 			}
-			return fail(what, a.run(cmd.Context(), &f, spec, image))
+			defer release()
+			return fail(what, a.run(cmd.Context(), &f, spec))
 		},
 	}
 	// Everything after IMAGE is the command's: `imgrun node:latest node -v`.
@@ -48,27 +49,22 @@ Flags after IMAGE belong to COMMAND. The exit status is the command's (docker's 
 	return c
 }
 
-// runImage is what runSpec resolved, for run to start.
-type runImage struct {
-	st  *layers.Store
-	img *layers.Image
-}
-
-// runSpec turns the flags into a run.Spec (without Rootfs) and gets the image into the store.
-// Flags are checked before anything touches the network or the disk.
-func (a *app) runSpec(cmd *cobra.Command, f *runFlags, args []string) (run.Spec, runImage, error) {
+// runSpec turns the flags into a run.Spec, gets the image into the store and its rootfs into
+// the rootfs cache (held against removal until release is called). Flags are checked before
+// anything touches the network or the disk. A cold image is unpacked while it downloads.
+func (a *app) runSpec(cmd *cobra.Command, f *runFlags, args []string) (run.Spec, func(), error) {
 	ctx := cmd.Context()
 	ref, err := registry.ParseReference(args[0])
 	if err != nil {
-		return run.Spec{}, runImage{}, err
+		return run.Spec{}, nil, err
 	}
 	p, err := parsePlatform(f.platform)
 	if err != nil {
-		return run.Spec{}, runImage{}, err
+		return run.Spec{}, nil, err
 	}
 	policy, err := parsePullPolicy(f.pull)
 	if err != nil {
-		return run.Spec{}, runImage{}, err
+		return run.Spec{}, nil, err
 	}
 	o := run.Overrides{Args: args[1:], Env: f.env, Dir: f.workdir, User: f.user}
 	if cmd.Flags().Changed("entrypoint") {
@@ -77,45 +73,59 @@ func (a *app) runSpec(cmd *cobra.Command, f *runFlags, args []string) (run.Spec,
 	for _, name := range f.envFiles {
 		lines, err := readEnvFile(name)
 		if err != nil {
-			return run.Spec{}, runImage{}, err
+			return run.Spec{}, nil, err
 		}
 		o.EnvFile = append(o.EnvFile, lines...)
 	}
 	var base run.Spec
 	if base.Limits, err = f.limits(); err != nil {
-		return run.Spec{}, runImage{}, err
+		return run.Spec{}, nil, err
 	}
 	for _, v := range f.volumes {
 		m, err := run.ParseMount(v)
 		if err != nil {
-			return run.Spec{}, runImage{}, err
+			return run.Spec{}, nil, err
 		}
 		base.Mounts = append(base.Mounts, m)
 	}
 	network, err := parseNetwork(f.network)
 	if err != nil {
-		return run.Spec{}, runImage{}, err
+		return run.Spec{}, nil, err
 	}
 
 	st, err := a.openStore()
 	if err != nil {
-		return run.Spec{}, runImage{}, err
+		return run.Spec{}, nil, err
 	}
-	img, err := a.image(ctx, st, ref, p, policy)
+	cache, err := rootfs.OpenCache(a.root)
 	if err != nil {
-		return run.Spec{}, runImage{}, err
+		return run.Spec{}, nil, err
+	}
+	var path string
+	release := func() {}
+	img, err := a.imageBuild(ctx, st, ref, p, policy, func(ctx context.Context, img *layers.Image, ls []rootfs.Layer) error {
+		var err error
+		path, release, err = cache.Use(ctx, img.Record.Descriptor.Digest, ls, rootfs.WithLogger(a.log))
+		return err
+	})
+	if err != nil {
+		release()
+		return run.Spec{}, nil, err
 	}
 	spec, err := run.SpecFromImage(img.Config.Config, o)
 	if err != nil {
-		return run.Spec{}, runImage{}, err
+		release()
+		return run.Spec{}, nil, err
 	}
+	spec.Rootfs = path
 	spec.Hostname = f.hostname
 	spec.Mounts = base.Mounts
 	spec.Network = run.Network(network)
 	spec.ReadOnly = f.readOnly
 	if f.keep != "" {
 		if spec.KeepDir, err = filepath.Abs(f.keep); err != nil {
-			return run.Spec{}, runImage{}, fmt.Errorf("--keep: %w", err)
+			release()
+			return run.Spec{}, nil, fmt.Errorf("--keep: %w", err)
 		}
 	}
 	spec.TTY = f.tty
@@ -125,27 +135,11 @@ func (a *app) runSpec(cmd *cobra.Command, f *runFlags, args []string) (run.Spec,
 	spec.StateDir = filepath.Join(a.root, "runs")
 	withInit, _ := cmd.Flags().GetBool("init")
 	spec.NoInit = !withInit
-	return spec, runImage{st: st, img: img}, nil
+	return spec, release, nil
 }
 
-// run unpacks the image into the rootfs cache (once) and runs spec in it.
-func (a *app) run(ctx context.Context, f *runFlags, spec run.Spec, ri runImage) error {
-	cache, err := rootfs.OpenCache(a.root)
-	if err != nil {
-		return err
-	}
-	// Keep gc away from the blobs and tmp/ while the tree is built.
-	hold, err := ri.st.Hold(ctx)
-	if err != nil {
-		return err
-	}
-	path, release, err := cache.Use(ctx, ri.img.Record.Descriptor.Digest, rootfsLayers(ri.img), rootfs.WithLogger(a.log))
-	hold()
-	if err != nil {
-		return err
-	}
-	defer release()
-	spec.Rootfs = path
+// run runs spec, whose rootfs runSpec prepared.
+func (a *app) run(ctx context.Context, f *runFlags, spec run.Spec) error {
 	stdio := run.Stdio{Stdin: a.stdin, Stdout: a.stdout, Stderr: a.stderr}
 	// While the command runs, run.Run forwards SIGINT, SIGTERM, … to it, as docker does.
 	// main's ctx is cancelled by those same signals; cancelling would also stop the run
