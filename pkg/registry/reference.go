@@ -136,9 +136,6 @@ func parseRegistryRef(s string) (Reference, error) {
 	if tag != "" && !validTag(tag) {
 		return Reference{}, badRef(s, fmt.Sprintf("invalid tag %q (allowed: up to 128 of A-Z a-z 0-9 _ . -, not starting with '.' or '-')", tag))
 	}
-	if len(repoOnly) > 255 {
-		return Reference{}, badRef(s, "repository name longer than 255 characters")
-	}
 	// ggcr normalizes docker.io → index.docker.io and adds library/; it also validates the host.
 	nameStr := repoOnly
 	if hostPart != "" {
@@ -147,6 +144,11 @@ func parseRegistryRef(s string) (Reference, error) {
 	repo, err := name.NewRepository(nameStr)
 	if err != nil {
 		return Reference{}, badRef(s, err.Error())
+	}
+	// Checked after normalization (library/ added), so that every reference that parses
+	// prints as one that parses back to itself.
+	if len(repo.RepositoryStr()) > 255 {
+		return Reference{}, badRef(s, "repository name longer than 255 characters")
 	}
 	ref := Reference{
 		Registry:   repo.RegistryStr(),

@@ -14,7 +14,7 @@ import (
 func TestReferenceRoundTrip(t *testing.T) {
 	for _, s := range []string{
 		"node", "localhost:5000/a/b:c",
-		strings.Repeat("0", 248), // found by FuzzParseReference (testdata/crashers)
+		strings.Repeat("0", 248), // found by FuzzParseReference (now a seed in pkg/registry/testdata/fuzz)
 	} {
 		r, err := registry.ParseReference(s)
 		if err != nil {
@@ -22,7 +22,7 @@ func TestReferenceRoundTrip(t *testing.T) {
 		}
 		if r2, err := registry.ParseReference(r.String()); err != nil || r2 != r {
 			countFindings.Add(1)
-			t.Skipf("BUG: ParseReference accepts %q (%d chars) but not its String() %q: %v", s, len(s), r.String(), err)
+			t.Errorf("ParseReference accepts %q (%d chars) but not its String() %q: %v", s, len(s), r.String(), err)
 		}
 	}
 }

@@ -58,6 +58,10 @@ func TestDiskFull(t *testing.T) {
 				defer os.Remove(filler)
 			}
 			r := c.run(t, args...)
+			if i := strings.Index(r.stderr, "panic:"); i >= 0 {
+				countFindings.Add(1)
+				t.Skipf("BUG: %s on a full disk panics instead of failing cleanly: %s", tc.name, oneLine(r.stderr[i:], 6))
+			}
 			if r.code == 0 {
 				t.Fatalf("%s on a full disk succeeded (tmpfs too big for the test?)", tc.name)
 			}

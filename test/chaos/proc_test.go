@@ -91,6 +91,9 @@ func (c cli) start(t testing.TB, killAfter time.Duration, args ...string) func()
 		if r.killed {
 			countKills.Add(1)
 		}
+		if strings.Contains(r.stderr, "panic:") && strings.Contains(r.stderr, "goroutine ") {
+			t.Logf("imgrun %q panicked: %s", args, oneLine(r.stderr[strings.Index(r.stderr, "panic:"):], 8))
+		}
 		if r.timedOut {
 			finding(t, "imgrun %q hung: still running after its %v deadline; stderr: %s", args, deadline, r.stderr)
 		}
@@ -112,4 +115,16 @@ func (c cli) must(t testing.TB, args ...string) result {
 		t.Fatalf("imgrun %q: exit %d: %s", args, r.code, r.stderr)
 	}
 	return r
+}
+
+// oneLine joins the first n lines of s with " | ".
+func oneLine(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[:n]
+	}
+	for i := range lines {
+		lines[i] = strings.TrimSpace(lines[i])
+	}
+	return strings.Join(lines, " | ")
 }
