@@ -104,8 +104,10 @@ func (a *app) runSpec(cmd *cobra.Command, f *runFlags, args []string) (run.Spec,
 	var path string
 	release := func() {}
 	img, err := a.imageBuild(ctx, st, ref, p, policy, func(ctx context.Context, img *layers.Image, ls []rootfs.Layer) error {
-		var err error
-		path, release, err = cache.Use(ctx, img.Record.Descriptor.Digest, ls, rootfs.WithLogger(a.log))
+		built, held, err := cache.Use(ctx, img.Record.Descriptor.Digest, ls, rootfs.WithLogger(a.log))
+		if err == nil {
+			path, release = built, held
+		}
 		return err
 	})
 	if err != nil {

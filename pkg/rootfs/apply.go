@@ -69,6 +69,8 @@ type applier struct {
 	// parentReal is set by parent: the clean name the last resolved parent really has ("" for
 	// the root). rootPath is the root's path as /proc shows it (set on first use).
 	parentReal, rootPath string
+	// parentRealOK: parentReal was told by the kernel, not guessed from the name.
+	parentRealOK bool
 	// ownerIsRoot: we create files as 0:0, so 0:0 entries need no chown unless parentSgid.
 	ownerIsRoot bool
 
@@ -77,8 +79,12 @@ type applier struct {
 	// a symlinked directory and marking it opaque under the other name keeps its entries);
 	// opaque markers and same-layer whiteouts keep exactly these paths.
 	created map[string]bool
-	opaque  []opaqueDir
-	dirs    []dirMeta
+	// fresh holds the real names of directories this layer's entries made with mkdir (where
+	// nothing was): no lower layer has anything at or below them, as Apply never renames and
+	// whatever it creates is this layer's, so opaque markers need not walk them.
+	fresh  map[string]bool
+	opaque []opaqueDir
+	dirs   []dirMeta
 
 	// rootless bookkeeping: directories made u+rwx while applying, restored at the end.
 	restore     []modeFix
@@ -121,6 +127,7 @@ func newApplier(o *applyOptions, rootFd int) *applier {
 		umask:       processUmask(),
 		parents:     parentCache{rootFd: rootFd},
 		created:     make(map[string]bool),
+		fresh:       make(map[string]bool),
 		warned:      make(map[string]bool),
 	}
 }

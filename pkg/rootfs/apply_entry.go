@@ -137,6 +137,20 @@ func (a *applier) dir(hdr *tar.Header, name string, pfd int, base string) error 
 		if base == "." {
 			a.rootSgid = applied&unix.S_ISGID != 0
 		}
+	} else {
+		// Its real name is its parent's and base, and it is setgid only if we asked for it (or
+		// possibly inherited it: assumed so, which only costs chowns). The next entries usually
+		// go into it: parent then skips fstat and readlink.
+		real := joinName(a.parentReal, base)
+		a.parents.made = cachedDir{
+			name:   name,
+			real:   real,
+			sgid:   applied&unix.S_ISGID != 0 || a.parentSgid,
+			realOK: a.parentRealOK,
+		}
+		if a.parentRealOK {
+			a.fresh[real] = true
+		}
 	}
 	if a.wantsXattrs(hdr) {
 		fd, err := unix.Openat(pfd, base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)

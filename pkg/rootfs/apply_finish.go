@@ -61,15 +61,19 @@ func (a *applier) dirTimes(d dirMeta) (int, error) {
 			return -1, err
 		}
 	}
-	var st unix.Stat_t
-	if err := unix.Fstatat(pfd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		if gone(err) {
-			return -1, nil
+	// Nothing removed in this layer (the common case of a first layer): the directory is still
+	// where its entry made it, no need to check.
+	if a.parents.invalidations != 0 {
+		var st unix.Stat_t
+		if err := unix.Fstatat(pfd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			if gone(err) {
+				return -1, nil
+			}
+			return -1, err
 		}
-		return -1, err
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
-		return -1, nil // replaced by a later entry of another type
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			return -1, nil // replaced by a later entry of another type
+		}
 	}
 	ts := []unix.Timespec{d.atime, d.mtime}
 	if err := unix.UtimesNanoAt(pfd, base, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {

@@ -92,11 +92,21 @@ func resolveInRoot(rootFd int, dir string, flags uint64) (int, error) {
 // what a name resolves to, so the applier invalidates the whole cache on any such removal.
 type parentCache struct {
 	rootFd  int
-	entries [8]cachedDir
-	next    int
+	entries [32]cachedDir
+	// clock stamps lookups: the least recently used entry is replaced, so that a directory
+	// with many subdirectories (usr/share/doc) stays cached while they are filled in.
+	clock uint64
 	// stale fds are closed at the next lookup, not at invalidation: the entry being applied may
 	// still be using one of them.
 	stale []int
+	// made describes the directory the last directory entry created (fd unused), whose real
+	// name and setgid bit are known without asking the kernel: the next entries usually go
+	// into it. Like the entries it is dropped on invalidation, as what its name resolves to
+	// can only change through a removal.
+	made cachedDir
+	// invalidations counts invalidate calls: while it is 0 no directory or symlink was removed
+	// and no directory's metadata changed, so every directory this layer made is still there.
+	invalidations int
 }
 
 type cachedDir struct {
@@ -104,6 +114,9 @@ type cachedDir struct {
 	real string // where the directory really is, as a clean name ("" for the root)
 	fd   int    // 0 = empty slot (fd 0 is never a directory we opened)
 	sgid bool   // the directory is setgid: new entries take its group
+	// realOK: real was told by the kernel (/proc), not guessed from the name.
+	realOK bool
+	used   uint64 // clock at the last lookup or add
 }
 
 func (c *parentCache) lookup(name string) (*cachedDir, bool) {
@@ -115,6 +128,8 @@ func (c *parentCache) lookup(name string) (*cachedDir, bool) {
 	}
 	for i := range c.entries {
 		if e := &c.entries[i]; e.fd > 0 && e.name == name {
+			c.clock++
+			e.used = c.clock
 			return e, true
 		}
 	}
@@ -122,8 +137,17 @@ func (c *parentCache) lookup(name string) (*cachedDir, bool) {
 }
 
 func (c *parentCache) add(d cachedDir) {
-	e := &c.entries[c.next]
-	c.next = (c.next + 1) % len(c.entries)
+	e := &c.entries[0]
+	for i := range c.entries {
+		if f := &c.entries[i]; f.fd <= 0 || f.used < e.used {
+			e = f
+			if f.fd <= 0 {
+				break
+			}
+		}
+	}
+	c.clock++
+	d.used = c.clock
 	if e.fd > 0 {
 		c.stale = append(c.stale, e.fd)
 	}
@@ -131,6 +155,8 @@ func (c *parentCache) add(d cachedDir) {
 }
 
 func (c *parentCache) invalidate() {
+	c.made = cachedDir{}
+	c.invalidations++
 	for i := range c.entries {
 		if e := &c.entries[i]; e.fd > 0 {
 			c.stale = append(c.stale, e.fd)
@@ -153,11 +179,11 @@ func (c *parentCache) closeAll() {
 // the name dir really resolves to (through symlinks), which keys what this layer created.
 func (a *applier) parent(dir string, create bool) (int, error) {
 	if dir == "" {
-		a.parentSgid, a.parentReal = a.rootSgid, ""
+		a.parentSgid, a.parentReal, a.parentRealOK = a.rootSgid, "", true
 		return a.rootFd, nil
 	}
 	if d, ok := a.parents.lookup(dir); ok {
-		a.parentSgid, a.parentReal = d.sgid, d.real
+		a.parentSgid, a.parentReal, a.parentRealOK = d.sgid, d.real, d.realOK
 		return d.fd, nil
 	}
 	fd, err := a.openDir(dir, create)
@@ -165,18 +191,23 @@ func (a *applier) parent(dir string, create bool) (int, error) {
 		return -1, err
 	}
 	d := cachedDir{name: dir, real: dir, fd: fd, sgid: true}
-	var st unix.Stat_t
-	if unix.Fstat(fd, &st) == nil {
-		d.sgid = st.Mode&unix.S_ISGID != 0
-	}
-	if real, ok := a.inRootPath(fd); ok {
-		d.real = real
-		if real == "." {
-			d.real = ""
+	if m := a.parents.made; m.name == dir {
+		// Just created by a directory entry: no fstat or /proc readlink needed.
+		d.real, d.sgid, d.realOK = m.real, m.sgid, m.realOK
+	} else {
+		var st unix.Stat_t
+		if unix.Fstat(fd, &st) == nil {
+			d.sgid = st.Mode&unix.S_ISGID != 0
+		}
+		if real, ok := a.inRootPath(fd); ok {
+			d.real, d.realOK = real, true
+			if real == "." {
+				d.real = ""
+			}
 		}
 	}
 	a.parents.add(d)
-	a.parentSgid, a.parentReal = d.sgid, d.real
+	a.parentSgid, a.parentReal, a.parentRealOK = d.sgid, d.real, d.realOK
 	return fd, nil
 }
 

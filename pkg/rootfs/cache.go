@@ -144,7 +144,7 @@ func (c *Cache) Ensure(ctx context.Context, key digest.Digest, layers []Layer, o
 		return "", fmt.Errorf("rootfs %s: %w", key, err)
 	}
 	if err := buildTree(ctx, tmp, layers, opts); err != nil {
-		return "", errors.Join(fmt.Errorf("rootfs %s: %w", key, err), removeTree(tmp))
+		return "", errors.Join(fmt.Errorf("rootfs %s: %w", key, namingDisk(err, tmp)), removeTree(tmp))
 	}
 	if err := os.Rename(tmp, p); err != nil {
 		return "", errors.Join(fmt.Errorf("rootfs %s: %w", key, err), removeTree(tmp))
@@ -323,4 +323,13 @@ func randomSuffix() string {
 	b := make([]byte, 8)
 	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24)
 	return hex.EncodeToString(b)
+}
+
+// namingDisk adds to a "no space left on device" error the tree it was writing, so that the
+// one line a user sees names the full disk (the entry name alone is inside the image).
+func namingDisk(err error, tree string) error {
+	if errors.Is(err, unix.ENOSPC) {
+		return fmt.Errorf("%w (building %s)", err, tree)
+	}
+	return err
 }

@@ -2,9 +2,10 @@ package rootfs
 
 import (
 	"archive/tar"
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
 	"path"
 	"strings"
 
@@ -86,8 +87,12 @@ func (a *applier) applyOpaque(d opaqueDir, done map[opaqueDir]bool) error {
 	// Name the directory by where it really is: the marker may sit in a symlinked directory,
 	// and this layer's entries are recorded by their real names.
 	dir := d.name
-	if real, ok := a.inRootPath(fd); ok {
+	real, realOK := a.inRootPath(fd)
+	if realOK {
 		dir = real
+	}
+	if realOK && a.skipFresh(dir) {
+		return nil
 	}
 	key := opaqueDir{name: dir, whiteout: d.whiteout}
 	if done[key] {
@@ -99,7 +104,15 @@ func (a *applier) applyOpaque(d opaqueDir, done map[opaqueDir]bool) error {
 			return err
 		}
 	}
-	return a.clearLower(fd, dir)
+	return a.clearLower(fd, dir, realOK)
+}
+
+// skipFresh reports whether the opaque walk may skip the directory whose real name is dir:
+// this layer made it with mkdir, so nothing below it is a lower layer's, and the directories
+// below it that entries did not list were made by Apply as resetDir would leave them (0755,
+// 0:0 when we create as 0:0 or are rootless, no xattrs).
+func (a *applier) skipFresh(dir string) bool {
+	return a.fresh[dir] && (a.ownerIsRoot || a.o.rootless)
 }
 
 // resetDir gives the directory fd refers to the metadata of a directory that Apply creates
@@ -161,33 +174,45 @@ func (a *applier) dropXattrs(fd int) error {
 	return nil
 }
 
-func (a *applier) clearLower(fd int, dir string) error {
-	names, err := readDirNames(fd)
+// clearLower removes from the directory fd refers to, whose name is dir (its real name if
+// realOK), everything this layer did not create, and cleans the directories it keeps likewise.
+func (a *applier) clearLower(fd int, dir string, realOK bool) error {
+	ents, err := readDir(fd)
 	if errors.Is(err, unix.EACCES) && a.o.rootless && a.makeWritable(fd) {
-		names, err = readDirNames(fd)
+		ents, err = readDir(fd)
 	}
 	if err != nil {
 		return err
 	}
-	for _, n := range names {
+	for _, e := range ents {
+		n := e.name
 		p := n
 		if dir != "" && dir != "." {
 			p = path.Join(dir, n)
 		}
-		var st unix.Stat_t
-		if err := unix.Fstatat(fd, n, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			if err == unix.ENOENT {
-				continue
+		// The type comes from the directory listing (d_type): no stat per name. Only
+		// filesystems that do not fill it in (DT_UNKNOWN) need one.
+		mode := e.mode
+		if mode == 0 {
+			var st unix.Stat_t
+			if err := unix.Fstatat(fd, n, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				if err == unix.ENOENT {
+					continue
+				}
+				return err
 			}
-			return err
+			mode = st.Mode & unix.S_IFMT
 		}
 		if _, ok := a.created[p]; !ok {
-			if err := a.removeAt(fd, n, st.Mode); err != nil {
+			if err := a.removeAt(fd, n, mode); err != nil {
 				return fmt.Errorf("remove %q: %w", p, err)
 			}
 			continue
 		}
-		if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		if mode == unix.S_IFDIR {
+			if realOK && a.skipFresh(p) {
+				continue
+			}
 			cfd, err := unix.Openat(fd, n, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 			if err != nil {
 				return err
@@ -199,7 +224,7 @@ func (a *applier) clearLower(fd int, dir string) error {
 					return fmt.Errorf("reset %q: %w", p, err)
 				}
 			}
-			err = a.clearLower(cfd, p)
+			err = a.clearLower(cfd, p, realOK)
 			unix.Close(cfd)
 			if err != nil {
 				return err
@@ -248,15 +273,79 @@ func (a *applier) removeAllAt(dirfd int, base string) error {
 
 // readDirNames lists the directory an (O_PATH) fd refers to.
 func readDirNames(fd int) ([]string, error) {
+	ents, err := readDir(fd)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, len(ents))
+	for i, e := range ents {
+		names[i] = e.name
+	}
+	return names, nil
+}
+
+// dirent is one name of a directory listing and its file type (S_IFDIR, S_IFLNK, S_IFREG
+// for any other known type), or 0 if the filesystem did not tell (DT_UNKNOWN).
+type dirent struct {
+	name string
+	mode uint32
+}
+
+// readDir lists the directory an (O_PATH) fd refers to with getdents64 directly: os.File
+// would register the fd with the poller and stat by path where d_type is unknown.
+func readDir(fd int) ([]dirent, error) {
 	dfd, err := unix.Openat(fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open directory: %w", err)
 	}
-	f := os.NewFile(uintptr(dfd), "dir")
-	defer f.Close()
-	names, err := f.Readdirnames(-1)
-	if err != nil {
-		return nil, fmt.Errorf("read directory: %w", err)
+	defer unix.Close(dfd)
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := (*bp)[:64<<10]
+	var ents []dirent
+	for {
+		n, err := unix.Getdents(dfd, buf)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read directory: %w", err)
+		}
+		if n <= 0 {
+			return ents, nil
+		}
+		ents = parseDirents(buf[:n], ents)
 	}
-	return names, nil
+}
+
+// parseDirents appends the entries of a getdents64 buffer (struct linux_dirent64: ino u64,
+// off s64, reclen u16, type u8, NUL-terminated name), without "." and "..".
+func parseDirents(b []byte, ents []dirent) []dirent {
+	const nameOff = 19
+	for len(b) >= nameOff {
+		reclen := int(binary.NativeEndian.Uint16(b[16:18]))
+		if reclen < nameOff || reclen > len(b) {
+			break
+		}
+		typ, name := b[18], b[nameOff:reclen]
+		b = b[reclen:]
+		if i := bytes.IndexByte(name, 0); i >= 0 {
+			name = name[:i]
+		}
+		if len(name) == 0 || string(name) == "." || string(name) == ".." {
+			continue
+		}
+		var mode uint32
+		switch typ {
+		case unix.DT_UNKNOWN:
+		case unix.DT_DIR:
+			mode = unix.S_IFDIR
+		case unix.DT_LNK:
+			mode = unix.S_IFLNK
+		default:
+			mode = unix.S_IFREG
+		}
+		ents = append(ents, dirent{name: string(name), mode: mode})
+	}
+	return ents
 }
