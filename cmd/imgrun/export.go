@@ -3,10 +3,7 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io/fs"
 	"os"
-	"path/filepath"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
@@ -56,7 +53,7 @@ func (a *app) exportCommand() *cobra.Command {
 				if output == "-" {
 					return rootfs.Export(ctx, a.stdout, ls)
 				}
-				return exportFile(ctx, output, ls)
+				return rootfs.ExportFile(ctx, output, ls)
 			})
 			return fail(what, err)
 		},
@@ -65,36 +62,4 @@ func (a *app) exportCommand() *cobra.Command {
 	c.Flags().StringVarP(&output, "output", "o", "", "write the tar to `FILE` (- for stdout)")
 	c.Flags().StringVar(&pull, "pull", pullMissing, "pull the image first: missing, always or never")
 	return c
-}
-
-// exportFile writes the export to a temporary file beside path and renames it into place
-// only when complete, so a failed or interrupted export leaves no partial path.
-func exportFile(ctx context.Context, path string, ls []rootfs.Layer) (err error) {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		var pe *fs.PathError
-		if errors.As(err, &pe) {
-			err = pe.Err // the temporary name would only confuse
-		}
-		return fmt.Errorf("create %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if err := rootfs.Export(ctx, tmp, ls); err != nil {
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return os.Rename(tmp.Name(), path)
 }
