@@ -7,7 +7,7 @@
 # Environment:
 #   GO_TEST_FLAGS         extra `go test` flags, e.g. "-run TestPull -v"
 #   PKGS                  packages to test (default ./...)
-#   TEST_TAGS             build tags (default integration; e.g. integration,chaos)
+#   TEST_TAGS             build tags (default integration,chaos: the short chaos suite; integration alone skips it)
 #   IMGRUN_TEST_CACHE     where debootstrap images are cached (default /var/cache/imgrun-test)
 #   IMGRUN_DEBIAN_MIRROR  mirror for debootstrap (default: the one apt uses)
 set -uo pipefail
@@ -31,7 +31,7 @@ if [[ -z ${IMGRUN_DEBIAN_MIRROR:-} ]]; then
 	[[ -n $m ]] && export IMGRUN_DEBIAN_MIRROR=$m
 fi
 
-tags=${TEST_TAGS:-integration}
+tags=${TEST_TAGS:-integration,chaos}
 failed=()
 step() { # step NAME CMD...: runs CMD, remembers NAME when it fails
 	local name=$1
