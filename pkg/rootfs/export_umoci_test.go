@@ -69,6 +69,15 @@ func umociUnpack(t *testing.T, umoci string, tars [][]byte) map[string]string {
 	return diskTree(t, filepath.Join(dir, "bundle", "rootfs"))
 }
 
+// umociDiffers names the corpus cases where umoci is not an oracle: it applies a whiteout that
+// follows entries of its own layer in tar order, as docker does, while imgrun follows the OCI
+// image-spec (a whiteout hides only lower layers' content; Apply and Export agree on it, as
+// TestExportMatchesFlatten checks).
+var umociDiffers = map[string]string{
+	"same-layer whiteout of a directory only written into": "umoci keeps the lower directory's mode and owner; the spec hides the lower directory, so the directory this layer writes into is new (0755 0:0)",
+	"opaque directory below a directory only written into": "likewise for the directory holding the opaque one",
+}
+
 // TestExportMatchesUmoci compares Export with umoci unpack on the conformance corpus and on
 // random images.
 func TestExportMatchesUmoci(t *testing.T) {
@@ -87,9 +96,14 @@ func TestExportMatchesUmoci(t *testing.T) {
 		}
 	}
 	for _, tc := range trickyImages {
-		t.Run(tc.name, func(t *testing.T) { check(t, tc.layers) })
+		t.Run(tc.name, func(t *testing.T) {
+			if why, ok := umociDiffers[tc.name]; ok {
+				t.Skip("umoci differs by design: " + why)
+			}
+			check(t, tc.layers)
+		})
 	}
 	for seed := range 30 {
-		t.Run("random", func(t *testing.T) { check(t, randomImage(rand.New(rand.NewPCG(uint64(seed), 7)))) })
+		t.Run("random", func(t *testing.T) { check(t, randomImageWith(rand.New(rand.NewPCG(uint64(seed), 7)), false)) })
 	}
 }
