@@ -100,6 +100,10 @@ type applier struct {
 type opaqueDir struct {
 	name     string
 	whiteout bool
+	// real is the real name name had when the marker was read, if known without a syscall; it
+	// still holds at the end if gen is 1 + the parent cache's invalidations by then.
+	real string
+	gen  int
 }
 
 type dirMeta struct {
@@ -125,7 +129,7 @@ func newApplier(o *applyOptions, rootFd int) *applier {
 		o:           o,
 		rootFd:      rootFd,
 		umask:       processUmask(),
-		parents:     parentCache{rootFd: rootFd},
+		parents:     parentCache{rootFd: rootFd, made: make(map[string]cachedDir)},
 		created:     make(map[string]bool),
 		fresh:       make(map[string]bool),
 		warned:      make(map[string]bool),

@@ -139,10 +139,10 @@ func (a *applier) dir(hdr *tar.Header, name string, pfd int, base string) error 
 		}
 	} else {
 		// Its real name is its parent's and base, and it is setgid only if we asked for it (or
-		// possibly inherited it: assumed so, which only costs chowns). The next entries usually
-		// go into it: parent then skips fstat and readlink.
+		// possibly inherited it: assumed so, which only costs chowns). Entries below it are
+		// coming: parent then skips fstat and readlink.
 		real := joinName(a.parentReal, base)
-		a.parents.made = cachedDir{
+		a.parents.made[name] = cachedDir{
 			name:   name,
 			real:   real,
 			sgid:   applied&unix.S_ISGID != 0 || a.parentSgid,

@@ -99,11 +99,10 @@ type parentCache struct {
 	// stale fds are closed at the next lookup, not at invalidation: the entry being applied may
 	// still be using one of them.
 	stale []int
-	// made describes the directory the last directory entry created (fd unused), whose real
-	// name and setgid bit are known without asking the kernel: the next entries usually go
-	// into it. Like the entries it is dropped on invalidation, as what its name resolves to
-	// can only change through a removal.
-	made cachedDir
+	// made describes, by name, the directories directory entries created (fd unused), whose
+	// real names and setgid bits are known without asking the kernel. Like the entries it is
+	// dropped on invalidation, as what a name resolves to can only change through a removal.
+	made map[string]cachedDir
 	// invalidations counts invalidate calls: while it is 0 no directory or symlink was removed
 	// and no directory's metadata changed, so every directory this layer made is still there.
 	invalidations int
@@ -155,7 +154,7 @@ func (c *parentCache) add(d cachedDir) {
 }
 
 func (c *parentCache) invalidate() {
-	c.made = cachedDir{}
+	clear(c.made)
 	c.invalidations++
 	for i := range c.entries {
 		if e := &c.entries[i]; e.fd > 0 {
@@ -191,7 +190,7 @@ func (a *applier) parent(dir string, create bool) (int, error) {
 		return -1, err
 	}
 	d := cachedDir{name: dir, real: dir, fd: fd, sgid: true}
-	if m := a.parents.made; m.name == dir {
+	if m, ok := a.parents.made[dir]; ok {
 		// Just created by a directory entry: no fstat or /proc readlink needed.
 		d.real, d.sgid, d.realOK = m.real, m.sgid, m.realOK
 	} else {

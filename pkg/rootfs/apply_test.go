@@ -291,6 +291,28 @@ func TestApplyRules(t *testing.T) {
 			wantErr: ErrUnsupportedEntry,
 		},
 		{
+			// The walk of a directory this layer made is skipped; one it only listed again is not.
+			name: "opaque markers in made and in listed lower directories",
+			layers: []L{{dir("d/"), file("d/old", "o"), dir("e/"), dir("e/s/"), file("e/s/old", "o")},
+				{wh("d"), dir("d/"), opaque("d"), file("d/n", "n"), dir("d/s/"), file("d/s/f", "f"), file("d/i/g", "g"),
+					dir("e/"), opaque("e"), file("e/n", "n"), file("e/s/n", "n")}},
+			want: map[string]string{"d": "dir 0755 0:0", "d/n": `file 0644 0:0 "n"`, "d/s": "dir 0755 0:0", "d/s/f": `file 0644 0:0 "f"`,
+				"d/i": "dir 0755 0:0", "d/i/g": `file 0644 0:0 "g"`,
+				"e": "dir 0755 0:0", "e/n": `file 0644 0:0 "n"`, "e/s": "dir 0755 0:0", "e/s/n": `file 0644 0:0 "n"`},
+		},
+		{
+			// The marker was read while a named a directory this layer made; at the end a names
+			// the lower b, whose lower contents the marker hides.
+			name:   "opaque marker in a made directory later replaced by a symlink to a lower one",
+			layers: []L{{dir("b/"), file("b/old", "o")}, {dir("a/"), opaque("a"), file("a/x", "x"), symlink("a", "b"), file("b/n", "n")}},
+			want:   map[string]string{"a": "symlink b 0:0", "b": "dir 0755 0:0", "b/n": `file 0644 0:0 "n"`},
+		},
+		{
+			name:   "directory replaced by a file in the same layer keeps the file",
+			layers: []L{{dir("d/", mode(0o700)), file("d/x", "x"), file("d", "f", mode(0o600))}},
+			want:   map[string]string{"d": `file 0600 0:0 "f"`},
+		},
+		{
 			name:   "GNU volume header and PAX global header skipped",
 			layers: []L{{tartest.Raw('V', "volume"), tartest.Global(map[string]string{"comment": "x"}), file("a", "1")}},
 			want:   map[string]string{"a": `file 0644 0:0 "1"`},

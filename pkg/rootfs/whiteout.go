@@ -23,7 +23,11 @@ import (
 // contents, like an opaque directory, and keeps this layer's entries.
 func (a *applier) whiteout(hdr *tar.Header, dir, base string) error {
 	if base == OpaqueWhiteout {
-		a.opaque = append(a.opaque, opaqueDir{name: dir})
+		d := opaqueDir{name: dir}
+		if c, ok := a.knownDir(dir); ok {
+			d.real, d.gen = c.real, a.parents.invalidations+1
+		}
+		a.opaque = append(a.opaque, d)
 		return nil
 	}
 	target := base[len(WhiteoutPrefix):]
@@ -72,6 +76,9 @@ func (a *applier) whiteout(hdr *tar.Header, dir, base string) error {
 // done holds the directories (by real name) already cleaned this way: a layer may name one
 // directory many times, through symlinks or repeated markers, and each walk could be long.
 func (a *applier) applyOpaque(d opaqueDir, done map[opaqueDir]bool) error {
+	if d.gen == a.parents.invalidations+1 && a.skipFresh(d.real) {
+		return nil // nothing resolves differently since the marker: no need to look
+	}
 	p := d.name
 	if p == "" {
 		p = "."
@@ -105,6 +112,21 @@ func (a *applier) applyOpaque(d opaqueDir, done map[opaqueDir]bool) error {
 		}
 	}
 	return a.clearLower(fd, dir, realOK)
+}
+
+// knownDir returns what the parent cache knows of dir without a syscall, if it knows its real
+// name: the markers of a directory usually follow its entry.
+func (a *applier) knownDir(dir string) (cachedDir, bool) {
+	if dir == "" {
+		return cachedDir{realOK: true}, true
+	}
+	if m, ok := a.parents.made[dir]; ok {
+		return m, m.realOK
+	}
+	if c, ok := a.parents.lookup(dir); ok {
+		return *c, c.realOK
+	}
+	return cachedDir{}, false
 }
 
 // skipFresh reports whether the opaque walk may skip the directory whose real name is dir:
