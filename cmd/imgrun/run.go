@@ -124,6 +124,7 @@ func (a *app) runSpec(cmd *cobra.Command, f *runFlags, args []string) (run.Spec,
 	spec.Mounts = base.Mounts
 	spec.Network = run.Network(network)
 	spec.ReadOnly = f.readOnly
+	spec.NoPivot = f.noPivot
 	if f.keep != "" {
 		if spec.KeepDir, err = filepath.Abs(f.keep); err != nil {
 			release()

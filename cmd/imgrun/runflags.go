@@ -27,6 +27,7 @@ type runFlags struct {
 	readBps    []string
 	writeBps   []string
 	readOnly   bool
+	noPivot    bool
 	keep       string
 	stats      bool
 	pull       string
@@ -53,6 +54,7 @@ func (f *runFlags) register(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&f.readBps, "device-read-bps", nil, "read rate limit `DEV:RATE` (e.g. /dev/sda:1mb)")
 	fs.StringArrayVar(&f.writeBps, "device-write-bps", nil, "write rate limit `DEV:RATE`")
 	fs.BoolVar(&f.readOnly, "read-only", false, "mount the root filesystem read-only (no writable layer)")
+	fs.BoolVar(&f.noPivot, "no-pivot", false, "enter the root with MS_MOVE and chroot instead of pivot_root (runc's --no-pivot; for initramfs roots)")
 	fs.StringVar(&f.keep, "keep", "", "keep the run's writable layer in `DIR`")
 	fs.BoolVar(&f.stats, "stats", false, "print peak memory and CPU time on stderr when the run ends")
 	fs.StringVar(&f.pull, "pull", "missing", "pull the image first: missing, always or never")

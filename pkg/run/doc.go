@@ -30,7 +30,13 @@
 //     Spec.Mounts. Every target is resolved inside the rootfs with openat2(RESOLVE_IN_ROOT) and
 //     mounted through its /proc/self/fd link; /proc, /sys and /dev may not be symlinks;
 //   - sets the host name, brings up lo (NetworkNone), pivot_roots into the new root and
-//     detaches the old one (chroot only where pivot_root cannot work: an initramfs root);
+//     detaches the old one. Where pivot_root cannot work (an initramfs root) or Spec.NoPivot
+//     asks (runc's --no-pivot), it moves the new root over the namespace's root and chroots
+//     into it: the host's tree then stays in the namespace, covered and out of reach (root
+//     with CAP_SYS_CHROOT cannot climb out of it with ".."), but a process that got
+//     CAP_SYS_ADMIN could unmount the cover; see root_linux.go. When imgrun itself runs in a
+//     chroot of a plain directory ("/" is not a mount point), the init leaves that chroot for
+//     the namespace's real root to make the mounts private and to pivot (or move) there;
 //   - resolves Spec.User in the image's /etc/passwd and /etc/group (regular files of at most
 //     4 MiB, ids in 0..2^31-1), creates and enters the working directory (and checks getcwd),
 //     finds the command on the Spec's PATH inside the root;

@@ -92,8 +92,8 @@ func initMain() error {
 		return fmt.Errorf("new cgroup namespace: %w", err)
 	}
 
-	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return &os.PathError{Op: "make mounts private", Path: "/", Err: err}
+	if err := makeMountsPrivate(s.Rootfs); err != nil {
+		return err
 	}
 	rootPath, writable, err := mountRoot(&c)
 	if err != nil {
@@ -114,7 +114,7 @@ func initMain() error {
 			return err
 		}
 	}
-	if err := pivotRoot(root); err != nil {
+	if err := enterRoot(root, s.NoPivot); err != nil {
 		return err
 	}
 	root.Close()

@@ -330,31 +330,3 @@ func bindMount(root *os.File, m Mount) error {
 	}
 	return nil
 }
-
-// pivotRoot makes root the process's "/" and detaches the old root. On an initramfs root
-// pivot_root fails with EINVAL; then the new root is moved over "/" and chrooted into.
-func pivotRoot(root *os.File) error {
-	if err := unix.Fchdir(int(root.Fd())); err != nil {
-		return &os.PathError{Op: "chdir", Path: root.Name(), Err: err}
-	}
-	if err := unix.PivotRoot(".", "."); err != nil {
-		if !errors.Is(err, unix.EINVAL) {
-			return &os.PathError{Op: "pivot_root", Path: root.Name(), Err: err}
-		}
-		if err := unix.Mount(".", "/", "", unix.MS_MOVE, ""); err != nil {
-			return &os.PathError{Op: "move root", Path: root.Name(), Err: err}
-		}
-		if err := unix.Chroot("."); err != nil {
-			return &os.PathError{Op: "chroot", Path: root.Name(), Err: err}
-		}
-		return unix.Chdir("/")
-	}
-	// The old root is stacked on "."; keep its unmount from propagating anywhere, then drop it.
-	if err := unix.Mount("", ".", "", unix.MS_SLAVE|unix.MS_REC, ""); err != nil {
-		return &os.PathError{Op: "make old root slave", Path: "/", Err: err}
-	}
-	if err := unix.Unmount(".", unix.MNT_DETACH); err != nil {
-		return &os.PathError{Op: "detach old root", Path: "/", Err: err}
-	}
-	return unix.Chdir("/")
-}

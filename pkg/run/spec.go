@@ -88,6 +88,12 @@ type Spec struct {
 	// default (false) a minimal init is PID 1: it forwards signals to the command, reaps
 	// zombies and exits with the command's status, like docker run --init.
 	NoInit bool
+	// NoPivot enters the root by moving it over the mount namespace's root and chrooting into
+	// it instead of pivot_root, like runc's --no-pivot (for a root on a ramdisk). The init falls
+	// back to it by itself where pivot_root fails (an initramfs root). The host's tree then
+	// stays in the run's mount namespace, covered by the run's root and out of its reach
+	// unless a process of the run gets CAP_SYS_ADMIN (see root_linux.go).
+	NoPivot bool
 	// StopTimeout is how long Run waits after sending SIGTERM, when ctx is cancelled, before it
 	// kills the run. Zero means 10 s.
 	StopTimeout time.Duration

@@ -106,6 +106,19 @@ func main() {
 		}
 		f.Close()
 		fmt.Println("ok")
+	case "escape": // the classic chroot escape, then report whether PATH exists
+		dir, err := os.MkdirTemp("", "escape")
+		if err == nil {
+			err = syscall.Chroot(dir)
+		}
+		for i := 0; err == nil && i < 64; i++ {
+			err = syscall.Chdir("..")
+		}
+		if err == nil {
+			err = syscall.Chroot(".")
+		}
+		_, serr := os.Stat(os.Args[2])
+		fmt.Println("escape:", err, "found:", serr == nil)
 	case "open": // open PATH for reading: "ok" or the error
 		f, err := os.Open(os.Args[2])
 		if err != nil {
