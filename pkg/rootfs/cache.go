@@ -125,7 +125,7 @@ func (c *Cache) Ensure(ctx context.Context, key digest.Digest, layers []Layer, o
 	if err != nil {
 		return "", fmt.Errorf("rootfs %s: %w", key, err)
 	}
-	defer l.unlock()
+	defer l.Unlock()
 	if c.Has(key) {
 		return p, nil // another process built it while we waited
 	}
@@ -134,7 +134,7 @@ func (c *Cache) Ensure(ctx context.Context, key digest.Digest, layers []Layer, o
 	if err != nil {
 		return "", fmt.Errorf("rootfs %s: %w", key, err)
 	}
-	defer gc.unlock()
+	defer gc.Unlock()
 	// With the lock held no build of this key runs: what tmp/ holds for it is a killed build's.
 	if err := c.removeLeftovers(name); err != nil {
 		return "", fmt.Errorf("rootfs %s: %w", key, err)
@@ -167,10 +167,10 @@ func (c *Cache) Acquire(ctx context.Context, key digest.Digest) (release func(),
 		return nil, fmt.Errorf("rootfs %s: %w", key, err)
 	}
 	if !c.Has(key) {
-		l.unlock()
+		l.Unlock()
 		return nil, fmt.Errorf("rootfs %s: %w", key, ErrNotCached)
 	}
-	return l.unlock, nil
+	return l.Unlock, nil
 }
 
 // Use is [Cache.Ensure] followed by [Cache.Acquire]: it returns the path of the tree of key,
@@ -204,13 +204,13 @@ func (c *Cache) Remove(ctx context.Context, key digest.Digest) error {
 	if err != nil {
 		return fmt.Errorf("remove rootfs %s: %w", key, err)
 	}
-	defer l.unlock()
+	defer l.Unlock()
 	// The tree passes through tmp/, which pkg/layers' GC empties: keep it away meanwhile.
 	gc, err := c.lockFile(ctx, gcLockName, unix.LOCK_SH)
 	if err != nil {
 		return fmt.Errorf("remove rootfs %s: %w", key, err)
 	}
-	defer gc.unlock()
+	defer gc.Unlock()
 	if !c.Has(key) {
 		return fmt.Errorf("remove rootfs %s: %w", key, ErrNotCached)
 	}
@@ -270,7 +270,7 @@ func (c *Cache) Clean(ctx context.Context) error {
 		if err := removeTree(filepath.Join(c.tmp, e.Name())); err != nil {
 			errs = append(errs, err)
 		}
-		l.unlock()
+		l.Unlock()
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("clean rootfs cache: %w", err)
