@@ -9,7 +9,6 @@ import (
 	"golang.org/x/term"
 
 	"github.com/imgrun/imgrun/pkg/layers"
-	"github.com/imgrun/imgrun/pkg/registry"
 	"github.com/imgrun/imgrun/pkg/rootfs"
 )
 
@@ -32,30 +31,13 @@ func (a *app) exportCommand() *cobra.Command {
 					return fail(what, errors.New("refusing to write a tar to a terminal; redirect stdout or use -o FILE"))
 				}
 			}
-			ref, err := registry.ParseReference(args[0])
-			if err != nil {
-				return fail(what, err)
-			}
-			p, err := parsePlatform(platform)
-			if err != nil {
-				return fail(what, err)
-			}
-			policy, err := parsePullPolicy(pull)
-			if err != nil {
-				return fail(what, err)
-			}
-			st, err := a.openStore()
-			if err != nil {
-				return fail(what, err)
-			}
 			// Exporting starts while the layers still download (see imageBuild).
-			_, err = a.imageBuild(ctx, st, ref, p, policy, func(ctx context.Context, _ *layers.Image, ls []rootfs.Layer) error {
+			return fail(what, a.buildImage(ctx, args[0], platform, pull, func(ctx context.Context, _ *layers.Image, ls []rootfs.Layer) error {
 				if output == "-" {
 					return rootfs.Export(ctx, a.stdout, ls)
 				}
 				return rootfs.ExportFile(ctx, output, ls)
-			})
-			return fail(what, err)
+			}))
 		},
 	}
 	c.Flags().StringVar(&platform, "platform", "", "`os/arch[/variant]` to export (default: the host's)")

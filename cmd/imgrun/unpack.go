@@ -25,32 +25,38 @@ func (a *app) unpackCommand() *cobra.Command {
 			what := "unpack " + args[0]
 			ctx := cmd.Context()
 			defer startCPUProfile()()
-			ref, err := registry.ParseReference(args[0])
-			if err != nil {
-				return fail(what, err)
-			}
-			p, err := parsePlatform(platform)
-			if err != nil {
-				return fail(what, err)
-			}
-			policy, err := parsePullPolicy(pull)
-			if err != nil {
-				return fail(what, err)
-			}
-			st, err := a.openStore()
-			if err != nil {
-				return fail(what, err)
-			}
 			dir := args[1]
-			_, err = a.imageBuild(ctx, st, ref, p, policy, func(ctx context.Context, _ *layers.Image, ls []rootfs.Layer) error {
+			return fail(what, a.buildImage(ctx, args[0], platform, pull, func(ctx context.Context, _ *layers.Image, ls []rootfs.Layer) error {
 				return rootfs.Flatten(ctx, dir, ls, rootfs.WithLogger(a.log))
-			})
-			return fail(what, err)
+			}))
 		},
 	}
 	c.Flags().StringVar(&platform, "platform", "", "`os/arch[/variant]` to unpack (default: the host's)")
 	c.Flags().StringVar(&pull, "pull", pullMissing, "pull the image first: missing, always or never")
 	return c
+}
+
+// buildImage is the body of unpack and export: it parses the image argument and its
+// --platform and --pull flags, then runs build on the image's layers ([app.imageBuild]).
+func (a *app) buildImage(ctx context.Context, image, platform, pull string, build buildFunc) error {
+	ref, err := registry.ParseReference(image)
+	if err != nil {
+		return err
+	}
+	p, err := parsePlatform(platform)
+	if err != nil {
+		return err
+	}
+	policy, err := parsePullPolicy(pull)
+	if err != nil {
+		return err
+	}
+	st, err := a.openStore()
+	if err != nil {
+		return err
+	}
+	_, err = a.imageBuild(ctx, st, ref, p, policy, build)
+	return err
 }
 
 // buildFunc builds something from an image's layers (a rootfs tree, an export).
