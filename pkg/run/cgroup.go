@@ -33,10 +33,6 @@ const cgroupParent = "imgrun"
 // killTimeout bounds how long Kill waits for a frozen-and-killed cgroup to become empty.
 const killTimeout = 5 * time.Second
 
-// staleGrace (a var for tests) keeps cleanupStaleCgroups away from cgroups created so recently that their run may not
-// have taken its lock yet (the window between mkdir and flock).
-var staleGrace = 30 * time.Second
-
 // cgroup is the cgroup of one run. The launcher creates it with newCgroup before starting the run's
 // init, moves the init in with Apply (or clones it in through fd() on v2), reads Stats after the run
 // ends and always calls Close.
@@ -196,53 +192,66 @@ func (l Limits) isZero() bool {
 		len(l.DeviceReadBps) == 0 && len(l.DeviceWriteBps) == 0
 }
 
-// cleanupStaleCgroups removes empty run cgroups left under the imgrun parent by runs that crashed.
-// It looks only at the parent's direct children, skips cgroups whose run still holds its lock or
-// that were created in the last staleGrace, and leaves non-empty ones (rmdir fails on them).
+// cleanupStaleCgroups removes the empty run cgroups, and the lock files, of runs that crashed: every
+// run whose lock file (cgroupLockDir) is missing or not locked. It looks only at the imgrun parents'
+// direct children and the lock dir, and leaves non-empty cgroups (rmdir fails on them). Root looks
+// under each hierarchy's root, a rootless caller under its own delegated cgroup v2, where their
+// runs' cgroups are.
 func cleanupStaleCgroups() error {
 	mnts, err := cgroupMounts()
 	if err != nil {
 		return err
 	}
-	var dirs []string // one imgrun parent per hierarchy, lock hierarchy first
-	for _, h := range mnts.v1 {
-		dirs = append(dirs, filepath.Join(h.dir, cgroupParent))
-	}
-	if mnts.unified != "" {
-		dirs = append(dirs, filepath.Join(mnts.unified, cgroupParent))
-		if os.Geteuid() != 0 { // rootless runs live below our own delegated cgroup
-			if own, err := ownCgroupV2(mnts.unified); err == nil && own != mnts.unified {
-				dirs = append(dirs, filepath.Join(own, cgroupParent))
-			}
+	var parents []string
+	if os.Geteuid() == 0 {
+		for _, h := range mnts.v1 {
+			parents = append(parents, h.dir+"/"+cgroupParent)
+		}
+		if mnts.unified != "" {
+			parents = append(parents, mnts.unified+"/"+cgroupParent)
+		}
+	} else if mnts.unified != "" {
+		if own, err := ownCgroupV2(mnts.unified); err == nil {
+			parents = append(parents, own+"/"+cgroupParent)
 		}
 	}
 	var errs []error
-	live := map[string]bool{} // run ids whose lock is held, decided in the first hierarchy seen
-	for _, parent := range dirs {
+	runs := map[string][]string{} // run id → its cgroup dirs
+	var ids []string              // in the order seen, so dirs[0] is the first hierarchy's
+	add := func(id, dir string) {
+		d, seen := runs[id]
+		if !seen {
+			ids = append(ids, id)
+		}
+		if dir != "" {
+			d = append(d, dir)
+		}
+		runs[id] = d
+	}
+	for _, parent := range parents {
 		ents, err := os.ReadDir(parent)
-		if err != nil {
-			if !errors.Is(err, os.ErrNotExist) {
-				errs = append(errs, fmt.Errorf("cgroup cleanup: %w", err))
-			}
-			continue
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("cgroup cleanup: %w", err))
 		}
 		for _, e := range ents {
-			if !e.IsDir() {
-				continue
-			}
-			dir := filepath.Join(parent, e.Name())
-			held, seen := live[e.Name()]
-			if !seen {
-				held = cgroupInUse(dir)
-				live[e.Name()] = held
-			}
-			if held {
-				continue
-			}
-			if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) && !isBusy(err) {
-				errs = append(errs, fmt.Errorf("cgroup cleanup: %w", err))
+			if e.IsDir() {
+				add(e.Name(), parent+"/"+e.Name())
 			}
 		}
+	}
+	lockDir := cgroupLockDir()
+	// Lock files without cgroups: runs killed between lock and mkdir, or during Close.
+	ents, err := os.ReadDir(lockDir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("cgroup cleanup: %w", err))
+	}
+	for _, e := range ents {
+		if e.Type().IsRegular() {
+			add(e.Name(), "")
+		}
+	}
+	for _, id := range ids {
+		errs = append(errs, reapRun(lockDir, id, runs[id]))
 	}
 	return errors.Join(errs...)
 }

@@ -3,7 +3,6 @@ package run
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -37,7 +36,7 @@ type mounts struct {
 	pureV2  bool        // /sys/fs/cgroup itself is cgroup2
 }
 
-// v1Controllers are the v1 controllers a run uses. The first present one holds the run's lock.
+// v1Controllers are the v1 controllers a run uses, in the order of its dirs.
 // cpuset is left out on purpose: a new cpuset cgroup is unusable until cpus and mems are copied in.
 var v1Controllers = []string{"freezer", "devices", "memory", "pids", "cpu", "cpuacct", "blkio"}
 
@@ -226,35 +225,14 @@ func mkdirCgroup(parent, id string) (string, error) {
 	return dir, nil
 }
 
-// lockCgroup opens dir and takes a shared flock on it for the life of the run, so that
-// cleanupStaleCgroups of another imgrun leaves it alone even while it is empty.
-func lockCgroup(dir string) (int, error) {
+// openCgroup opens the cgroup directory dir (cgroup v2 keeps it open: clone3's
+// CLONE_INTO_CGROUP and the device filter need the fd).
+func openCgroup(dir string) (int, error) {
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return -1, &os.PathError{Op: "open", Path: dir, Err: err}
 	}
-	if err := unix.Flock(fd, unix.LOCK_SH|unix.LOCK_NB); err != nil {
-		unix.Close(fd)
-		return -1, &os.PathError{Op: "flock", Path: dir, Err: err}
-	}
 	return fd, nil
-}
-
-// cgroupInUse reports whether a run holds dir's lock or created it within staleGrace.
-func cgroupInUse(dir string) bool {
-	var st unix.Stat_t
-	if err := unix.Stat(dir, &st); err != nil {
-		return false
-	}
-	if time.Since(time.Unix(st.Mtim.Unix())) < staleGrace {
-		return true
-	}
-	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return false
-	}
-	defer unix.Close(fd)
-	return unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) != nil
 }
 
 // rmdirCgroup removes a cgroup directory. Right after its last process exits the kernel may still
@@ -272,8 +250,6 @@ func rmdirCgroup(dir string) error {
 		time.Sleep(delay)
 	}
 }
-
-func isBusy(err error) bool { return errors.Is(err, unix.EBUSY) }
 
 // waitEmpty polls until empty reports true or killTimeout passes.
 func waitEmpty(what string, empty func() (bool, error)) error {

@@ -196,24 +196,14 @@ func TestCgroupV1MissingController(t *testing.T) {
 	}
 }
 
-// TestCleanupStaleCgroups leaves live, busy and recent cgroups alone and removes crashed ones.
+// TestCleanupStaleCgroups removes the cgroups and lock files of dead runs however new their
+// directories look, and leaves live runs' cgroups (one created a moment ago included) and busy ones.
 func TestCleanupStaleCgroups(t *testing.T) {
 	testutil.RequiresRoot(t)
 	for _, v := range []string{"v1", "v2"} {
 		t.Run(v, func(t *testing.T) {
-			if v == "v1" {
-				cgNeedV1(t)
-			} else {
-				cgNeedV2(t)
-			}
+			m := cgNeedV2OrV1(t, v)
 			forceCgroup(t, v)
-			live := newTestCgroup(t, cgID(t)+"-live", Limits{})
-			busy := newTestCgroup(t, cgID(t)+"-busy", Limits{})
-			crashed := newTestCgroup(t, cgID(t)+"-crashed", Limits{})
-			h := startCgHelper(t, nil, "sleep")
-			if err := busy.Apply(h.cmd.Process.Pid); err != nil {
-				t.Fatal(err)
-			}
 			dirs := func(cg cgroup) []string {
 				switch c := cg.(type) {
 				case *cgroupV1:
@@ -224,41 +214,147 @@ func TestCleanupStaleCgroups(t *testing.T) {
 				t.Fatalf("unexpected %T", cg)
 				return nil
 			}
-			// What a crashed imgrun leaves: the directories, and no process holding the lock.
-			unlock := func(cg cgroup) {
+			// What a crashed imgrun leaves: the directories and the lock file, not locked.
+			crash := func(cg cgroup) *runLock {
+				var l *runLock
 				switch c := cg.(type) {
 				case *cgroupV1:
-					unix.Close(c.lockFD)
-					c.lockFD = -1
+					l = c.lock
 				case *cgroupV2:
-					unix.Close(c.dirFD)
-					c.dirFD = -1
+					l = c.lock
+				}
+				unix.Close(l.fd)
+				l.fd = -1
+				return l
+			}
+			lockFile := func(id string) string { return cgroupLockDir() + "/" + id }
+			type run struct {
+				dirs     []string
+				lock     string
+				wantDirs bool // the cgroup dirs survive cleanup
+				wantLock bool // the lock file survives cleanup
+			}
+			runs := map[string]run{}
+
+			crashed := newTestCgroup(t, cgID(t)+"-crashed", Limits{})
+			crash(crashed)
+			runs["crashed"] = run{dirs(crashed), lockFile(cgID(t) + "-crashed"), false, false}
+
+			busy := newTestCgroup(t, cgID(t)+"-busy", Limits{})
+			h := startCgHelper(t, nil, "sleep")
+			if err := busy.Apply(h.cmd.Process.Pid); err != nil {
+				t.Fatal(err)
+			}
+			crash(busy)
+			runs["busy"] = run{dirs(busy), lockFile(cgID(t) + "-busy"), true, false}
+
+			// A dead run's cgroup whose directory is brand new (as kernfs may make any look): no lock file.
+			var fresh []string
+			parents := []string{m.unified + "/" + cgroupParent}
+			if v == "v1" {
+				parents = parents[:0]
+				for _, h := range m.v1 {
+					parents = append(parents, h.dir+"/"+cgroupParent)
 				}
 			}
-			unlock(crashed)
-			unlock(busy)
-			exists := func(d string) bool { _, err := os.Stat(d); return err == nil }
-
-			for _, grace := range []time.Duration{time.Hour, 0} {
-				old := staleGrace
-				staleGrace = grace
-				err := cleanupStaleCgroups()
-				staleGrace = old
+			for _, p := range parents {
+				d, err := mkdirCgroup(p, cgID(t)+"-fresh-dead")
 				if err != nil {
-					t.Fatalf("cleanupStaleCgroups: %v", err)
+					t.Fatal(err)
 				}
-				for _, d := range dirs(crashed) {
-					if exists(d) != (grace > 0) {
-						t.Errorf("grace %v: crashed cgroup %s exists: %v", grace, d, exists(d))
+				t.Cleanup(func() { unix.Rmdir(d) })
+				fresh = append(fresh, d)
+			}
+			if fi, err := os.Stat(fresh[0]); err != nil {
+				t.Fatal(err)
+			} else if time.Since(fi.ModTime()) > time.Minute {
+				t.Fatalf("new cgroup dir %s has mtime %v", fresh[0], fi.ModTime())
+			}
+			runs["fresh-dead"] = run{fresh, lockFile(cgID(t) + "-fresh-dead"), false, false}
+
+			// A lock file of a run killed before its first mkdir.
+			orphan := lockFile(cgID(t) + "-orphan")
+			if err := os.WriteFile(orphan, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			runs["orphan-lock"] = run{nil, orphan, false, false}
+
+			// A live run's cgroup, created a moment ago.
+			live := newTestCgroup(t, cgID(t)+"-live", Limits{})
+			runs["live"] = run{dirs(live), lockFile(cgID(t) + "-live"), true, true}
+
+			if err := cleanupStaleCgroups(); err != nil {
+				t.Fatalf("cleanupStaleCgroups: %v", err)
+			}
+			exists := func(p string) bool { _, err := os.Stat(p); return err == nil }
+			for name, r := range runs {
+				for _, d := range r.dirs {
+					if exists(d) != r.wantDirs {
+						t.Errorf("%s: cgroup %s exists: %v, want %v", name, d, exists(d), r.wantDirs)
 					}
 				}
-				for _, d := range append(dirs(live), dirs(busy)...) {
-					if !exists(d) {
-						t.Errorf("grace %v: removed %s", grace, d)
-					}
+				if exists(r.lock) != r.wantLock {
+					t.Errorf("%s: lock file %s exists: %v, want %v", name, r.lock, exists(r.lock), r.wantLock)
+				}
+			}
+			if err := live.Close(); err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range append(dirs(live), lockFile(cgID(t)+"-live")) {
+				if exists(p) {
+					t.Errorf("%s exists after Close", p)
 				}
 			}
 		})
+	}
+}
+
+// cgNeedV2OrV1 skips the test unless cgroup version v ("v1" or "v2") is mounted.
+func cgNeedV2OrV1(t *testing.T, v string) *mounts {
+	t.Helper()
+	if v == "v1" {
+		return cgNeedV1(t)
+	}
+	return cgNeedV2(t)
+}
+
+// TestLockRun checks that a run's lock excludes a second taker and cleanup, and that a lock file
+// unlinked under a taker (by a cleanup between its open and its flock) is not trusted.
+func TestLockRun(t *testing.T) {
+	testutil.RequiresRoot(t)
+	id := cgID(t)
+	l, err := lockRun(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l2, err := lockRun(id); err == nil {
+		l2.release()
+		t.Fatal("second lockRun of a held id succeeded")
+	}
+	if err := reapRun(cgroupLockDir(), id, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !sameFile(l.fd, l.path) {
+		t.Fatalf("cleanup removed the held lock file %s", l.path)
+	}
+	// Unlinked under its holder (the race lockRun guards against): a new run gets a new file.
+	if err := os.Remove(l.path); err != nil {
+		t.Fatal(err)
+	}
+	l2, err := lockRun(id)
+	if err != nil {
+		t.Fatalf("lockRun after the file was unlinked: %v", err)
+	}
+	if sameFile(l.fd, l2.path) {
+		t.Error("lockRun reused the unlinked file")
+	}
+	l.release()
+	if _, err := os.Stat(l2.path); err != nil {
+		t.Errorf("releasing the stale lock removed the live file: %v", err)
+	}
+	l2.release()
+	if _, err := os.Stat(l2.path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("lock file after release: %v", err)
 	}
 }
 

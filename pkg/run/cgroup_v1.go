@@ -17,9 +17,9 @@ import (
 // release_agent escapes need one).
 type cgroupV1 struct {
 	id     string
-	dirs   []string          // one per hierarchy, lock hierarchy first
+	dirs   []string          // one per hierarchy
 	byCtrl map[string]string // controller → its run dir
-	lockFD int
+	lock   *runLock          // held from before the first mkdir until Close removed the dirs
 	closed bool
 }
 
@@ -30,7 +30,11 @@ func newCgroupV1(m *mounts, id string, l Limits) (_ cgroup, err error) {
 			return nil, fmt.Errorf("%w: %q is not mounted (cgroup v1)", ErrControllerMissing, c)
 		}
 	}
-	cg := &cgroupV1{id: id, byCtrl: map[string]string{}, lockFD: -1}
+	lock, err := lockRun(id)
+	if err != nil {
+		return nil, err
+	}
+	cg := &cgroupV1{id: id, byCtrl: map[string]string{}, lock: lock}
 	defer func() {
 		if err != nil {
 			cg.Close()
@@ -47,11 +51,6 @@ func newCgroupV1(m *mounts, id string, l Limits) (_ cgroup, err error) {
 		cg.dirs = append(cg.dirs, dir)
 		for _, c := range h.controllers {
 			cg.byCtrl[c] = dir
-		}
-		if cg.lockFD < 0 {
-			if cg.lockFD, err = lockCgroup(dir); err != nil {
-				return nil, fmt.Errorf("cgroup: %w", err)
-			}
 		}
 	}
 	if dir, ok := cg.byCtrl["devices"]; ok {
@@ -250,7 +249,7 @@ func (cg *cgroupV1) Stats() (Stats, error) {
 	return st, nil
 }
 
-// Close kills what is left and removes the run's directory in every hierarchy.
+// Close kills what is left, removes the run's directory in every hierarchy, then its lock file.
 func (cg *cgroupV1) Close() error {
 	if cg.closed {
 		return nil
@@ -273,10 +272,7 @@ func (cg *cgroupV1) Close() error {
 			errs = append(errs, rmdirCgroup(d))
 		}
 	}
-	if cg.lockFD >= 0 {
-		unix.Close(cg.lockFD)
-		cg.lockFD = -1
-	}
+	cg.lock.release()
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("cgroup close: %w", err)
 	}

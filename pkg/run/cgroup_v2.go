@@ -14,12 +14,13 @@ import (
 )
 
 // cgroupV2 is a run's cgroup on the unified hierarchy: one directory <mount>/imgrun/<id>, kept open
-// for the life of the run (flock against stale cleanup, the device filter's attach point, and the
-// fd for clone3 CLONE_INTO_CGROUP).
+// for the life of the run (the device filter's attach point, and the fd for clone3
+// CLONE_INTO_CGROUP).
 type cgroupV2 struct {
 	id     string
 	dir    string
 	dirFD  int
+	lock   *runLock // held from before the mkdir until Close removed the dir
 	closed bool
 }
 
@@ -35,11 +36,16 @@ var noCgroupKill atomic.Bool
 func newCgroupV2(base, id string, l Limits, delegated bool) (_ cgroup, err error) {
 	parent := base + "/" + cgroupParent
 	settings := v2Settings(l)
+	lock, err := lockRun(id)
+	if err != nil {
+		return nil, err
+	}
 	dir, err := mkdirCgroup(parent, id)
 	if err != nil {
+		lock.release()
 		return nil, fmt.Errorf("cgroup: %w", err)
 	}
-	cg := &cgroupV2{id: id, dir: dir, dirFD: -1}
+	cg := &cgroupV2{id: id, dir: dir, dirFD: -1, lock: lock}
 	defer func() {
 		if err != nil {
 			cg.Close()
@@ -48,7 +54,7 @@ func newCgroupV2(base, id string, l Limits, delegated bool) (_ cgroup, err error
 	if err := enableV2Controllers(base, parent, controllersOf(settings), delegated); err != nil {
 		return nil, err
 	}
-	if cg.dirFD, err = lockCgroup(dir); err != nil {
+	if cg.dirFD, err = openCgroup(dir); err != nil {
 		return nil, fmt.Errorf("cgroup: %w", err)
 	}
 	if err := attachDeviceFilter(cg.dirFD); err != nil {
@@ -262,7 +268,8 @@ func (cg *cgroupV2) Stats() (Stats, error) {
 	return st, nil
 }
 
-// Close kills what is left and removes the run's cgroup (which also detaches the device filter).
+// Close kills what is left and removes the run's cgroup (which also detaches the device filter),
+// then its lock file.
 func (cg *cgroupV2) Close() error {
 	if cg.closed {
 		return nil
@@ -280,6 +287,7 @@ func (cg *cgroupV2) Close() error {
 		unix.Close(cg.dirFD)
 		cg.dirFD = -1
 	}
+	cg.lock.release()
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("cgroup close: %w", err)
 	}
