@@ -87,6 +87,8 @@
 // Spec.Stats ask for one. Run then kills what is left in it and removes it. All mounts and
 // files of a run live in its private mount namespace and disappear with its last process, so
 // even a SIGKILLed imgrun leaves no mount or layer behind (its cgroup, if any, is removed by
-// the next run that makes one). Starting a run writes nothing to disk: disk metadata
-// operations cost tens of milliseconds on a busy machine.
+// the next run that makes one: a run with a cgroup holds a lock file named after it in
+// /run/imgrun/cgroups, and a cgroup whose lock file is gone or free is a dead run's).
+// Starting a run without limits writes nothing to disk: disk metadata operations cost tens
+// of milliseconds on a busy machine (/run is a tmpfs on most hosts).
 package run
