@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/opencontainers/go-digest"
@@ -41,14 +40,9 @@ func (a *app) gcCommand() *cobra.Command {
 
 // pruneRootfs removes the unpacked trees (ROOT/rootfs) of images no longer in the index and
 // what interrupted builds left in ROOT/tmp. Trees in use by a running run are kept.
-//
-// TODO(rootfs owner): this belongs in pkg/rootfs, e.g. Cache.Prune(ctx, keep func(digest) bool).
 func pruneRootfs(ctx context.Context, st *layers.Store, root string) (int, error) {
 	cache, err := rootfs.OpenCache(root)
 	if err != nil {
-		return 0, err
-	}
-	if err := cache.Clean(ctx); err != nil {
 		return 0, err
 	}
 	recs, err := st.Images(ctx)
@@ -59,23 +53,5 @@ func pruneRootfs(ctx context.Context, st *layers.Store, root string) (int, error
 	for _, r := range recs {
 		used[r.Descriptor.Digest] = true
 	}
-	keys, err := cache.List(ctx)
-	if err != nil {
-		return 0, err
-	}
-	removed := 0
-	for _, k := range keys {
-		if used[k] {
-			continue
-		}
-		switch err := cache.Remove(ctx, k); {
-		case err == nil:
-			removed++
-		case errors.Is(err, rootfs.ErrInUse), errors.Is(err, rootfs.ErrNotCached):
-			// a run uses it, or another gc got there first
-		default:
-			return removed, err
-		}
-	}
-	return removed, nil
+	return cache.Prune(ctx, func(k digest.Digest) bool { return used[k] })
 }

@@ -415,3 +415,33 @@ func TestCacheKilledBuild(t *testing.T) {
 		t.Errorf("killed build's tmp dir still there: %v", err)
 	}
 }
+
+// TestCachePrune: Prune removes the trees keep rejects, keeps the kept and the held ones.
+func TestCachePrune(t *testing.T) {
+	c, _ := openCache(t)
+	layers, _ := cacheImage()
+	other := digest.FromString("another image")
+	held := digest.FromString("a running image")
+	for _, k := range []digest.Digest{cacheKey, other, held} {
+		if _, err := c.Ensure(t.Context(), k, layers); err != nil {
+			t.Fatal(err)
+		}
+	}
+	release, err := c.Acquire(t.Context(), held)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	n, err := c.Prune(t.Context(), func(k digest.Digest) bool { return k == cacheKey })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 || !c.Has(cacheKey) || c.Has(other) || !c.Has(held) {
+		t.Errorf("Prune removed %d; has kept=%v other=%v held=%v; want 1, true, false, true",
+			n, c.Has(cacheKey), c.Has(other), c.Has(held))
+	}
+	release()
+	if n, err := c.Prune(t.Context(), func(k digest.Digest) bool { return k == cacheKey }); err != nil || n != 1 || c.Has(held) {
+		t.Errorf("second Prune = %d, %v; held tree still there: %v", n, err, c.Has(held))
+	}
+}
