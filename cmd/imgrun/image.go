@@ -61,8 +61,8 @@ func parsePlatform(s string) (ocispec.Platform, error) {
 	return registry.ParsePlatform(s)
 }
 
-// pull fetches ref into st, showing progress on stderr.
-func (a *app) pull(ctx context.Context, st *layers.Store, ref registry.Reference, platform ocispec.Platform, jobs int) (*layers.Image, error) {
+// pull fetches ref into st with the options o, showing progress on stderr.
+func (a *app) pull(ctx context.Context, st *layers.Store, ref registry.Reference, o layers.PullOptions) (*layers.Image, error) {
 	c, err := a.client()
 	if err != nil {
 		return nil, err
@@ -74,11 +74,8 @@ func (a *app) pull(ctx context.Context, st *layers.Store, ref registry.Reference
 	r := a.renderer()
 	defer r.Close()
 	name := ref.String()
-	return st.Pull(ctx, src, layers.PullOptions{
-		Platform: platform,
-		Jobs:     jobs,
-		Progress: func(ev layers.Event) { r.Event(progressEvent(name, ev)) },
-	})
+	o.Progress = func(ev layers.Event) { r.Event(progressEvent(name, ev)) }
+	return st.Pull(ctx, src, o)
 }
 
 // image returns ref's image from st, pulling it first as policy says. With pullMissing a
@@ -98,7 +95,7 @@ func (a *app) image(ctx context.Context, st *layers.Store, ref registry.Referenc
 			return nil, fmt.Errorf("%w (and --pull=never)", err)
 		}
 	}
-	return a.pull(ctx, st, ref, platform, 0)
+	return a.pull(ctx, st, ref, layers.PullOptions{Platform: platform})
 }
 
 // progressEvent translates a store event for the renderer; the image-wide events become

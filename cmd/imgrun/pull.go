@@ -5,6 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/imgrun/imgrun/pkg/layers"
 	"github.com/imgrun/imgrun/pkg/registry"
 )
 
@@ -34,7 +35,7 @@ Progress goes to stderr; the last line on stdout is the pinned reference NAME@sh
 			if err != nil {
 				return fail(what, err)
 			}
-			img, err := a.pull(cmd.Context(), st, ref, p, jobs)
+			img, err := a.pull(cmd.Context(), st, ref, layers.PullOptions{Platform: p, Jobs: jobs})
 			if err != nil {
 				return fail(what, err)
 			}

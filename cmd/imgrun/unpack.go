@@ -86,26 +86,14 @@ func (a *app) imageBuild(ctx context.Context, st *layers.Store, ref registry.Ref
 
 // pullBuild pulls ref and runs build concurrently on the layers as they land.
 func (a *app) pullBuild(ctx context.Context, st *layers.Store, ref registry.Reference, platform ocispec.Platform, build buildFunc) (*layers.Image, error) {
-	c, err := a.client()
-	if err != nil {
-		return nil, err
-	}
-	src, err := c.Open(ref)
-	if err != nil {
-		return nil, err
-	}
-	r := a.renderer()
-	defer r.Close()
-	name := ref.String()
 	// A failed build stops the download; a failed download stops the build (Pending.Fail).
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var pend *rootfs.Pending
 	var buildFailed atomic.Bool
 	built := make(chan error, 1)
-	img, err := st.Pull(ctx, src, layers.PullOptions{
+	img, err := a.pull(ctx, st, ref, layers.PullOptions{
 		Platform: platform,
-		Progress: func(ev layers.Event) { r.Event(progressEvent(name, ev)) },
 		Resolved: func(img *layers.Image) {
 			pend = rootfs.NewPending(len(img.Manifest.Layers))
 			go func() {
