@@ -84,3 +84,16 @@ func TryAcquire(path string, how int) (*Lock, error) {
 	}
 	return &Lock{f: f}, nil
 }
+
+// Downgrade turns a held exclusive lock into a shared one. flock(2) converts by dropping the
+// old lock first, so another process may take it exclusively in between: callers check again
+// whatever the lock protects.
+func (l *Lock) Downgrade() error {
+	for {
+		err := unix.Flock(int(l.f.Fd()), unix.LOCK_SH)
+		if err == unix.EINTR {
+			continue
+		}
+		return err
+	}
+}

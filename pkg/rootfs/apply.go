@@ -27,33 +27,54 @@ func Apply(ctx context.Context, root string, r io.Reader, opts ...ApplyOption) e
 	if err != nil {
 		return err
 	}
+	_, err = applyLayer(ctx, root, r, o, nil)
+	return err
+}
+
+// applyUpper applies a layer into the empty directory root in upper mode: as an overlayfs
+// layer over layers it does not see (whiteouts become whiteout devices, opaque markers opaque
+// xattrs; see snapshot.go). It returns what [finishUpper] needs once the lower layers exist.
+func applyUpper(ctx context.Context, root string, r io.Reader, o *applyOptions) (*upperState, map[string]bool, error) {
+	if o.rootless {
+		return nil, nil, fmt.Errorf("%w: overlay layers need root", ErrNeedsLowers)
+	}
+	st := newUpperState()
+	a, err := applyLayer(ctx, root, r, o, st)
+	if err != nil {
+		return nil, nil, err
+	}
+	return st, a.created, nil
+}
+
+func applyLayer(ctx context.Context, root string, r io.Reader, o *applyOptions, upper *upperState) (*applier, error) {
 	rootFd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("apply layer: open root %s: %w", root, &os.PathError{Op: "open", Path: root, Err: err})
+		return nil, fmt.Errorf("apply layer: open root %s: %w", root, &os.PathError{Op: "open", Path: root, Err: err})
 	}
 	a := newApplier(o, rootFd)
+	a.upper = upper
 	defer a.close()
 
 	tr := tar.NewReader(r)
 	for {
 		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("apply layer: %w", err)
+			return nil, fmt.Errorf("apply layer: %w", err)
 		}
 		hdr, err := tr.Next()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			return fmt.Errorf("apply layer: read tar: %w", err)
+			return nil, fmt.Errorf("apply layer: read tar: %w", err)
 		}
 		if err := a.entry(hdr, tr); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if err := a.finish(); err != nil {
-		return fmt.Errorf("apply layer: %w", err)
+		return nil, fmt.Errorf("apply layer: %w", err)
 	}
-	return nil
+	return a, nil
 }
 
 // applier holds the state of one Apply: the root fd, cached parent directories and what must
@@ -92,6 +113,9 @@ type applier struct {
 
 	entries, total int64
 	warned         map[string]bool
+
+	// upper is set in upper mode (applyUpper): the root is an empty overlayfs layer directory.
+	upper *upperState
 }
 
 // opaqueDir is a directory whose lower-layer contents go at the end of the layer: one with an

@@ -32,7 +32,16 @@ func (a *applier) create(pfd int, base string, keepDir bool, mk func() error) er
 	if err := a.removeAt(pfd, base, st.Mode); err != nil {
 		return fmt.Errorf("replace existing: %w", err)
 	}
-	return a.writable(pfd, mk)
+	if err := a.writable(pfd, mk); err != nil {
+		return err
+	}
+	if keepDir && a.upper != nil && isWhiteoutDev(&st) {
+		// A directory over this layer's own whiteout: the lower one is gone, contents and all.
+		real := joinName(a.parentReal, base)
+		a.upper.hidden[real] = true
+		return setOpaque(pfd, base)
+	}
+	return nil
 }
 
 // removeAt removes base in pfd whose lstat mode is mode: a directory with all its contents, or
@@ -110,6 +119,13 @@ func (a *applier) dir(hdr *tar.Header, name string, pfd int, base string) error 
 	applied := mode
 	if a.o.rootless {
 		applied |= 0o700 // the layer (and later ones) must be able to fill it
+	}
+	if a.upper != nil {
+		if base == "." {
+			delete(a.upper.implicit, "")
+		} else {
+			delete(a.upper.implicit, joinName(a.parentReal, base))
+		}
 	}
 	fresh := false
 	if base != "." {
@@ -200,13 +216,22 @@ func (a *applier) hardlink(hdr *tar.Header, name string, pfd int, base string) e
 	if tdir != "" {
 		tpfd, err = a.openDir(tdir, false)
 		if err != nil {
+			if a.upper != nil && errors.Is(err, unix.ENOENT) {
+				err = needsLowers("hard link to %q of a lower layer", hdr.Linkname)
+			}
 			return entryErr(hdr, "link", fmt.Errorf("target %q: %w", hdr.Linkname, err))
 		}
 		defer unix.Close(tpfd)
 	}
 	var tst unix.Stat_t
 	if err := unix.Fstatat(tpfd, tbase, &tst, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if a.upper != nil && err == unix.ENOENT {
+			err = needsLowers("hard link to %q of a lower layer", hdr.Linkname)
+		}
 		return entryErr(hdr, "link", fmt.Errorf("target %q: %w", hdr.Linkname, err))
+	}
+	if a.upper != nil && isWhiteoutDev(&tst) {
+		return entryErr(hdr, "link", needsLowers("hard link to the whited-out %q", hdr.Linkname))
 	}
 	if tst.Mode&unix.S_IFMT == unix.S_IFDIR {
 		return entryErr(hdr, "link", fmt.Errorf("%w: target %q is a directory", ErrUnsupportedEntry, hdr.Linkname))
@@ -239,6 +264,9 @@ func (a *applier) node(hdr *tar.Header, pfd int, base string) error {
 			return entryErr(hdr, "mknod", fmt.Errorf("device number %d:%d out of range", hdr.Devmajor, hdr.Devminor))
 		}
 		dev = int(unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor)))
+		if a.upper != nil && dev == 0 && typ == unix.S_IFCHR {
+			return entryErr(hdr, "mknod", needsLowers("character device 0:0 is an overlay whiteout"))
+		}
 	}
 	err := a.create(pfd, base, false, func() error { return unix.Mknodat(pfd, base, typ|perm, dev) })
 	if err != nil {

@@ -70,9 +70,14 @@ func hasWhiteoutComponent(dir string) bool {
 // enforces this (openat2 RESOLVE_IN_ROOT), so no lookup can leave the root, whatever symlinks
 // earlier entries or layers made.
 func resolveInRoot(rootFd int, dir string, flags uint64) (int, error) {
+	return resolveInRootHow(rootFd, dir, flags, 0)
+}
+
+// resolveInRootHow is resolveInRoot with more RESOLVE_* flags.
+func resolveInRootHow(rootFd int, dir string, flags, resolve uint64) (int, error) {
 	how := unix.OpenHow{
 		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC | flags,
-		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
+		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS | resolve,
 	}
 	for range 16 {
 		fd, err := unix.Openat2(rootFd, dir, &how)
@@ -245,17 +250,18 @@ func joinName(dir, base string) string {
 // openDir resolves dir in the root, creating missing components when create is set; the caller
 // owns the returned fd.
 func (a *applier) openDir(dir string, create bool) (int, error) {
-	fd, err := resolveInRoot(a.rootFd, dir, 0)
+	fd, err := a.resolve(dir)
 	if err == unix.EACCES && a.o.rootless {
 		if err := a.makeTraversable(dir); err != nil {
 			return -1, err
 		}
-		fd, err = resolveInRoot(a.rootFd, dir, 0)
+		fd, err = a.resolve(dir)
 	}
 	if err == nil {
 		return fd, nil
 	}
-	if err != unix.ENOENT || !create {
+	// In upper mode this layer's own whiteout may be in the way (ENOTDIR): it is replaced.
+	if (err != unix.ENOENT && (a.upper == nil || a.upper.inMarker || err != unix.ENOTDIR)) || !create {
 		return -1, fmt.Errorf("open %q in root: %w", dir, err)
 	}
 	// Create the missing directory under its (recursively ensured) parent.
@@ -271,6 +277,14 @@ func (a *applier) openDir(dir string, create bool) (int, error) {
 	err = a.writable(pfd, func() error { return unix.Mkdirat(pfd, base, 0o755) })
 	if err != nil && err != unix.EEXIST {
 		return -1, fmt.Errorf("mkdir %q in root: %w", dir, err)
+	}
+	if err == unix.EEXIST && a.upper != nil && !a.upper.inMarker {
+		if _, err := a.replaceWhiteout(pfd, base, dir); err != nil {
+			return -1, err
+		}
+	}
+	if err == nil && a.upper != nil {
+		a.upper.implicit[dir] = true
 	}
 	if err == nil {
 		// Parents the layer did not list are 0755 and root's, like docker's, whatever our umask
@@ -288,12 +302,25 @@ func (a *applier) openDir(dir string, create bool) (int, error) {
 			}
 		}
 	}
-	fd, err = resolveInRoot(a.rootFd, dir, 0)
+	fd, err = a.resolve(dir)
 	if err != nil {
 		// EEXIST above and still no directory: a dangling symlink or a non-directory is in the way.
 		return -1, fmt.Errorf("open %q in root: %w", dir, err)
 	}
 	return fd, nil
+}
+
+// resolve is resolveInRoot from the root. In upper mode no symlink is followed: where a
+// layer writes through one depends on the layers below, which upper mode does not see.
+func (a *applier) resolve(dir string) (int, error) {
+	if a.upper == nil {
+		return resolveInRoot(a.rootFd, dir, 0)
+	}
+	fd, err := resolveInRootHow(a.rootFd, dir, 0, unix.RESOLVE_NO_SYMLINKS)
+	if err == unix.ELOOP {
+		return -1, needsLowers("%q is reached through a symlink", "/"+dir)
+	}
+	return fd, err
 }
 
 // procFd is the /proc path of an fd, for the few calls that have no fd form for O_PATH fds.

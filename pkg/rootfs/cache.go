@@ -37,7 +37,7 @@ var (
 // ROOT/rootfs is mode 0700, so setuid files and devices inside trees cannot be reached by
 // other users of the host.
 type Cache struct {
-	root, trees, tmp, locks string
+	root, trees, tmp, locks, snaps string
 }
 
 // OpenCache opens (creating if needed) the rootfs cache under root, the --root directory.
@@ -47,18 +47,21 @@ func OpenCache(root string) (*Cache, error) {
 		trees: filepath.Join(root, "rootfs"),
 		tmp:   filepath.Join(root, "tmp"),
 		locks: filepath.Join(root, "locks"),
+		snaps: filepath.Join(root, "snapshots"),
 	}
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return nil, fmt.Errorf("open rootfs cache: %w", err)
 	}
-	for _, d := range []string{c.trees, c.tmp, c.locks} {
+	for _, d := range []string{c.trees, c.tmp, c.locks, c.snaps} {
 		if err := os.Mkdir(d, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 			return nil, fmt.Errorf("open rootfs cache: %w", err)
 		}
 	}
 	// An older or hand-made directory may be more open than that: close it.
-	if err := os.Chmod(c.trees, 0o700); err != nil {
-		return nil, fmt.Errorf("open rootfs cache: %w", err)
+	for _, d := range []string{c.trees, c.snaps} {
+		if err := os.Chmod(d, 0o700); err != nil {
+			return nil, fmt.Errorf("open rootfs cache: %w", err)
+		}
 	}
 	return c, nil
 }
@@ -136,7 +139,7 @@ func (c *Cache) Ensure(ctx context.Context, key digest.Digest, layers []Layer, o
 	}
 	defer gc.Unlock()
 	// With the lock held no build of this key runs: what tmp/ holds for it is a killed build's.
-	if err := c.removeLeftovers(name); err != nil {
+	if err := c.removeLeftovers(treeLockFile(name)); err != nil {
 		return "", fmt.Errorf("rootfs %s: %w", key, err)
 	}
 	tmp, err := c.tempDir("build-" + name)
@@ -255,11 +258,11 @@ func (c *Cache) Clean(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		name, ok := leftoverKey(e.Name())
+		lockFile, ok := leftoverLock(e.Name())
 		if !ok {
 			continue // not ours
 		}
-		l, err := c.tryLock(name, unix.LOCK_EX)
+		l, err := c.tryLockFile(lockFile, unix.LOCK_EX)
 		if errors.Is(err, ErrInUse) {
 			continue // a build of this key is running: its tmp dir is live
 		}
@@ -278,12 +281,21 @@ func (c *Cache) Clean(ctx context.Context) error {
 	return nil
 }
 
-// leftoverKey parses the names tempDir and Remove give: build-<key>-<rand>, rm-<key>-<rand>.
-func leftoverKey(n string) (string, bool) {
+// leftoverLock parses the names of what builds and removals leave in tmp/ and returns the
+// lock file that guards it: build-<key>-<rand> and rm-<key>-<rand> (trees),
+// snap-<hex>-<rand> and rmsnap-<hex>-<rand> (snapshots).
+func leftoverLock(n string) (string, bool) {
+	lockOf := treeLockFile
 	rest, ok := strings.CutPrefix(n, "build-")
 	if !ok {
-		if rest, ok = strings.CutPrefix(n, "rm-"); !ok {
-			return "", false
+		rest, ok = strings.CutPrefix(n, "rm-")
+	}
+	if !ok {
+		lockOf = snapLockFile
+		if rest, ok = strings.CutPrefix(n, "snap-"); !ok {
+			if rest, ok = strings.CutPrefix(n, "rmsnap-"); !ok {
+				return "", false
+			}
 		}
 	}
 	i := strings.LastIndexByte(rest, '-')
@@ -291,18 +303,21 @@ func leftoverKey(n string) (string, bool) {
 		return "", false
 	}
 	key := rest[:i]
-	_, ok = nameKey(key)
-	return key, ok
+	if _, ok := nameKey(key); !ok {
+		return "", false
+	}
+	return lockOf(key), true
 }
 
-// removeLeftovers removes tmp/ entries of key name; the caller holds its lock exclusively.
-func (c *Cache) removeLeftovers(name string) error {
+// removeLeftovers removes the tmp/ entries guarded by lockFile; the caller holds it
+// exclusively.
+func (c *Cache) removeLeftovers(lockFile string) error {
 	ents, err := os.ReadDir(c.tmp)
 	if err != nil {
 		return err
 	}
 	for _, e := range ents {
-		if k, ok := leftoverKey(e.Name()); ok && k == name {
+		if l, ok := leftoverLock(e.Name()); ok && l == lockFile {
 			if err := removeTree(filepath.Join(c.tmp, e.Name())); err != nil {
 				return err
 			}

@@ -26,7 +26,12 @@ func (c *Cache) lockFile(ctx context.Context, file string, how int) (*flock.Lock
 
 // tryLock takes the lock of tree name without waiting; ErrInUse if it is held.
 func (c *Cache) tryLock(name string, how int) (*flock.Lock, error) {
-	l, err := flock.TryAcquire(filepath.Join(c.locks, treeLockFile(name)), how)
+	return c.tryLockFile(treeLockFile(name), how)
+}
+
+// tryLockFile takes the lock file in ROOT/locks without waiting; ErrInUse if it is held.
+func (c *Cache) tryLockFile(file string, how int) (*flock.Lock, error) {
+	l, err := flock.TryAcquire(filepath.Join(c.locks, file), how)
 	if errors.Is(err, flock.ErrBusy) {
 		return nil, ErrInUse
 	}

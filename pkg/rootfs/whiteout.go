@@ -22,6 +22,9 @@ import (
 // the whiteout does nothing; a directory this layer created or wrote into loses its lower
 // contents, like an opaque directory, and keeps this layer's entries.
 func (a *applier) whiteout(hdr *tar.Header, dir, base string) error {
+	if a.upper != nil {
+		return a.whiteoutUpper(hdr, dir, base)
+	}
 	if base == OpaqueWhiteout {
 		d := opaqueDir{name: dir}
 		if c, ok := a.knownDir(dir); ok {

@@ -23,7 +23,11 @@
 //   - makes every mount private, mounts a tmpfs over Spec.StateDir (seen by this run only) and
 //     mounts the root: an overlay whose lower layer is Spec.Rootfs (never modified) and whose
 //     upper layer is in that tmpfs (volatile: never synced), or in Spec.KeepDir; a read-only
-//     bind of the rootfs where overlayfs is missing; nosuid and nodev;
+//     bind of the rootfs where overlayfs is missing; nosuid and nodev. With Spec.Lowers the
+//     image is a layer stack (Rootfs on top), composed by overlayfs through the mount API
+//     (one fsconfig "lowerdir+" per layer: mount(2)'s one page of options holds about 40 of
+//     them), and a root without overlayfs is an error. Everything the init reads from the
+//     image (/etc/passwd, the working directory, the mount targets) it reads in that root;
 //   - mounts /proc (with docker's masked and read-only paths), /sys read-only, a tmpfs /dev with
 //     null, zero, full, random, urandom and tty bound from the host, devpts, /dev/shm and the
 //     usual symlinks, a tmpfs /tmp, and binds /etc/hosts, /etc/hostname, /etc/resolv.conf and

@@ -70,6 +70,9 @@ func createRunDir(s *Spec) (_ *runDir, err error) {
 		}
 		// The run's tmpfs hides what is below StateDir from the init.
 		hidden := map[string]string{"rootfs": s.Rootfs, "keep dir": s.KeepDir}
+		for i, l := range s.Lowers {
+			hidden[fmt.Sprintf("lower layer %d", i+1)] = l
+		}
 		for i, m := range s.Mounts {
 			hidden[fmt.Sprintf("mount %d", i+1)] = m.Source
 		}

@@ -3,6 +3,7 @@ package run
 import (
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -31,8 +32,16 @@ const defaultStopTimeout = 10 * time.Second
 type Spec struct {
 	// Rootfs is the directory tree to run in. A run never modifies it: it is the read-only lower
 	// layer of an overlay whose writable upper layer is in memory (a tmpfs of the run, charged to
-	// its cgroup), or in KeepDir.
+	// its cgroup), or in KeepDir. With Lowers it is the top layer of the image's layer stack.
 	Rootfs string
+	// Lowers are read-only layers below Rootfs, top first: with them the image is a layer stack,
+	// as pkg/rootfs snapshots produce, which overlayfs composes at run time (lowerdir=
+	// Rootfs:Lowers[0]:Lowers[1]:...). Rootfs and each lower are overlayfs layers: a deleted path
+	// is a whiteout (a character device 0:0) and a directory that hides what is below it carries
+	// the xattr trusted.overlay.opaque="y" (user.overlay.opaque in a rootless run, whose overlay
+	// reads user.overlay.* xattrs only). A run never modifies them. A single layer is not the
+	// image, so a layer stack needs overlayfs: there is no read-only bind fallback.
+	Lowers []string
 	// Args is the command and its arguments. Args[0] without a slash is looked up on the PATH
 	// of Env, inside the rootfs.
 	Args []string
@@ -74,8 +83,8 @@ type Spec struct {
 	// StateDir (ROOT/runs) is where the run's init mounts the run's private tmpfs, visible in
 	// the run's mount namespace only: the writable layer, the mount point of the root and the
 	// files bound at /etc/hosts, /etc/hostname and /etc/resolv.conf live there and vanish with
-	// the run. Nothing is written to it on the host. Rootfs, KeepDir and Mounts must not be
-	// inside it. Empty means a temporary directory made and removed by each run.
+	// the run. Nothing is written to it on the host. Rootfs, Lowers, KeepDir and Mounts must
+	// not be inside it. Empty means a temporary directory made and removed by each run.
 	StateDir string
 	// NewPrivileges lets setuid binaries and file capabilities in the image raise privileges.
 	// By default (false) the command runs with no_new_privs and the rootfs is mounted nosuid.
@@ -159,6 +168,9 @@ func (s Spec) normalize() (Spec, error) {
 		return s, fmt.Errorf("%w: rootfs: %v", ErrBadSpec, err)
 	}
 	s.Rootfs = abs
+	if s.Lowers, err = absLowers(s.Lowers); err != nil {
+		return s, err
+	}
 	if len(s.Args) == 0 || s.Args[0] == "" {
 		return s, ErrNoCommand
 	}
@@ -192,4 +204,24 @@ func (s Spec) normalize() (Spec, error) {
 		}
 	}
 	return s, nil
+}
+
+// absLowers returns lowers made absolute, each checked to be a directory (like Rootfs, which Run
+// checks).
+func absLowers(lowers []string) ([]string, error) {
+	if len(lowers) == 0 {
+		return nil, nil
+	}
+	out := make([]string, len(lowers))
+	for i, l := range lowers {
+		abs, err := filepath.Abs(l)
+		if l == "" || err != nil {
+			return nil, fmt.Errorf("%w: lower layer %d: %q is not a directory", ErrBadSpec, i+1, l)
+		}
+		if fi, err := os.Stat(abs); err != nil || !fi.IsDir() {
+			return nil, fmt.Errorf("%w: lower layer %d: %s is not a directory", ErrBadSpec, i+1, abs)
+		}
+		out[i] = abs
+	}
+	return out, nil
 }
