@@ -34,12 +34,18 @@ Flags after IMAGE belong to COMMAND. The exit status is the command's (docker's 
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			what := "run " + args[0]
-			spec, release, err := a.runSpec(cmd, &f, args)
+			// The run's init starts first and comes up while runSpec finds the image.
+			started, err := a.startRun(&f)
 			if err != nil {
 				return fail(what, err)
 			}
+			spec, release, err := a.runSpec(cmd, &f, args)
+			if err != nil {
+				started.Abort()
+				return fail(what, err)
+			}
 			defer release()
-			return fail(what, a.run(cmd.Context(), &f, spec))
+			return fail(what, a.run(cmd.Context(), &f, started, spec))
 		},
 	}
 	// Everything after IMAGE is the command's: `imgrun node:latest node -v`.
@@ -101,12 +107,12 @@ func (a *app) runSpec(cmd *cobra.Command, f *runFlags, args []string) (run.Spec,
 	if err != nil {
 		return run.Spec{}, nil, err
 	}
-	var path string
+	var root runRoot
 	release := func() {}
 	img, err := a.imageBuild(ctx, st, ref, p, policy, func(ctx context.Context, img *layers.Image, ls []rootfs.Layer) error {
-		built, held, err := cache.Use(ctx, img.Record.Descriptor.Digest, ls, rootfs.WithLogger(a.log))
+		built, err := a.buildRunRoot(ctx, cache, img, ls)
 		if err == nil {
-			path, release = built, held
+			root, release = built, built.release
 		}
 		return err
 	})
@@ -119,7 +125,7 @@ func (a *app) runSpec(cmd *cobra.Command, f *runFlags, args []string) (run.Spec,
 		release()
 		return run.Spec{}, nil, err
 	}
-	spec.Rootfs = path
+	spec.Rootfs, spec.Lowers = root.Top, root.Lowers
 	spec.Hostname = f.hostname
 	spec.Mounts = base.Mounts
 	spec.Network = run.Network(network)
@@ -141,18 +147,34 @@ func (a *app) runSpec(cmd *cobra.Command, f *runFlags, args []string) (run.Spec,
 	return spec, release, nil
 }
 
-// run runs spec, whose rootfs runSpec prepared.
-func (a *app) run(ctx context.Context, f *runFlags, spec run.Spec) error {
-	stdio := run.Stdio{Stdin: a.stdin, Stdout: a.stdout, Stderr: a.stderr}
+// startRun starts the run's init (run.Start) with what the flags say about how it starts:
+// its network, terminal, stdin and cgroup. Starting the init (a new process in new
+// namespaces running this binary again) takes longer than finding a cached image, so the two
+// overlap. The image's side of the Spec follows in run.
+func (a *app) startRun(f *runFlags) (*run.Started, error) {
+	network, err := parseNetwork(f.network)
+	if err != nil {
+		return nil, err
+	}
+	limits, err := f.limits()
+	if err != nil {
+		return nil, err
+	}
+	ls := run.Spec{Network: run.Network(network), TTY: f.tty, Stdin: f.stdin, Limits: limits, Stats: f.stats}
+	return run.Start(ls, run.Stdio{Stdin: a.stdin, Stdout: a.stdout, Stderr: a.stderr})
+}
+
+// run runs spec, whose rootfs runSpec prepared, in the run startRun started.
+func (a *app) run(ctx context.Context, f *runFlags, started *run.Started, spec run.Spec) error {
 	// While the command runs, run.Run forwards SIGINT, SIGTERM, … to it, as docker does.
 	// main's ctx is cancelled by those same signals; cancelling would also stop the run
 	// (SIGTERM, then SIGKILL), so the run gets a ctx that signals do not cancel.
 	runCtx := context.WithoutCancel(ctx)
-	if !f.stats {
-		return run.Run(runCtx, spec, stdio)
-	}
 	start := time.Now()
-	stats, err := run.RunStats(runCtx, spec, stdio)
+	stats, err := started.Run(runCtx, spec)
+	if !f.stats {
+		return err
+	}
 	var ee *run.ExitError
 	if err == nil || errors.As(err, &ee) { // the command ran: there is something to report
 		a.printStats(stats, time.Since(start))

@@ -71,18 +71,22 @@ func TestRunEndToEnd(t *testing.T) {
 		t.Errorf("stderr %q does not name the missing command", r.stderr)
 	}
 
-	// The unpacked tree is cached under ROOT/rootfs until its image is gone and gc runs.
-	if trees, _ := os.ReadDir(filepath.Join(root, "rootfs")); len(trees) != 1 {
-		t.Errorf("rootfs cache holds %d trees, want 1", len(trees))
+	// As root a run's image is a stack of layer snapshots under ROOT/snapshots (busybox: one
+	// layer), kept until its image is gone and gc runs; no flat tree is made.
+	if snaps, _ := os.ReadDir(filepath.Join(root, "snapshots")); len(snaps) != 1 {
+		t.Errorf("snapshot cache holds %d entries, want 1", len(snaps))
+	}
+	if trees, _ := os.ReadDir(filepath.Join(root, "rootfs")); len(trees) != 0 {
+		t.Errorf("rootfs cache holds %d trees, want 0", len(trees))
 	}
 	if r := imgrun(t, root, "rmi", ref); r.code != 0 {
 		t.Fatalf("rmi: %s", r.stderr)
 	}
-	if r := imgrun(t, root, "gc"); r.code != 0 || !strings.Contains(r.stdout, "removed 1 unpacked trees") {
+	if r := imgrun(t, root, "gc"); r.code != 0 || !strings.Contains(r.stdout, "removed 0 unpacked trees and 1 layer snapshots") {
 		t.Errorf("gc: code %d, stdout %q", r.code, r.stdout)
 	}
-	if trees, _ := os.ReadDir(filepath.Join(root, "rootfs")); len(trees) != 0 {
-		t.Errorf("rootfs cache holds %d trees after rmi and gc, want 0", len(trees))
+	if snaps, _ := os.ReadDir(filepath.Join(root, "snapshots")); len(snaps) != 0 {
+		t.Errorf("snapshot cache holds %d entries after rmi and gc, want 0", len(snaps))
 	}
 }
 

@@ -149,3 +149,35 @@ func startCPUProfile() (stop func()) {
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }
 }
+
+// runRoot is the root filesystem of a run: a layer stack (Top over Lowers, pkg/rootfs
+// snapshots) or one flat tree (Top alone).
+type runRoot struct {
+	Top     string
+	Lowers  []string
+	release func()
+}
+
+// buildRunRoot gets img's root filesystem for a run, held until release. As root it is the
+// image's per-layer snapshots, shared with every image on the same base layers, so a new
+// image costs only its own layers; an image whose layers need each other
+// (rootfs.ErrNeedsLowers), a rootless caller, or IMGRUN_SNAPSHOTS=0 get a flat tree from the
+// rootfs cache instead, as does an image whose flat tree is cached already.
+func (a *app) buildRunRoot(ctx context.Context, cache *rootfs.Cache, img *layers.Image, ls []rootfs.Layer) (runRoot, error) {
+	key := img.Record.Descriptor.Digest
+	if os.Getenv("IMGRUN_SNAPSHOTS") != "0" && !cache.Has(key) {
+		stack, release, err := cache.Snapshots(ctx, img.Config.RootFS.DiffIDs, ls, rootfs.WithLogger(a.log))
+		if err == nil {
+			return runRoot{Top: stack[0], Lowers: stack[1:], release: release}, nil
+		}
+		if !errors.Is(err, rootfs.ErrNeedsLowers) {
+			return runRoot{}, err
+		}
+		a.log.Debug("flattening instead of snapshots", "image", key, "reason", err)
+	}
+	path, release, err := cache.Use(ctx, key, ls, rootfs.WithLogger(a.log))
+	if err != nil {
+		return runRoot{}, err
+	}
+	return runRoot{Top: path, release: release}, nil
+}

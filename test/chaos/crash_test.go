@@ -187,6 +187,7 @@ func TestCrash(t *testing.T) {
 				finding(t, "kill %d: ROOT/runs keeps %v after the next run", i, left)
 			}
 			checkRootfsCache(t, cr.root, refTree)
+			checkSnapshots(t, cr.root, refTree)
 			checkAfter(t, cr, ref)
 		}
 		// TestStaleCgroups, which runs after the other tests, checks that the next run with
@@ -242,7 +243,7 @@ func checkAfter(t *testing.T, c cli, ref string) {
 // checkEmptyRoot checks that rmi + gc left no blob and no tree.
 func checkEmptyRoot(t *testing.T, root string) {
 	t.Helper()
-	for _, sub := range []string{"oci/blobs/sha256", "rootfs", "tmp", "ingest"} {
+	for _, sub := range []string{"oci/blobs/sha256", "rootfs", "snapshots", "tmp", "ingest"} {
 		if left := dirEntries(root, sub); len(left) > 0 {
 			finding(t, "ROOT/%s keeps %d entries after rmi + gc", sub, len(left))
 		}

@@ -83,6 +83,9 @@ func TestDiskFull(t *testing.T) {
 			if left := dirEntries(c.root, "rootfs"); len(left) > 0 {
 				finding(t, "a failed %s left trees under ROOT/rootfs: %v", tc.name, left)
 			}
+			if left := dirEntries(c.root, "snapshots"); len(left) > 0 {
+				finding(t, "a failed %s left snapshots under ROOT/snapshots: %v", tc.name, left)
+			}
 			if left := dirEntries(c.root, "tmp"); len(left) > 0 {
 				finding(t, "a failed %s left ROOT/tmp entries: %v", tc.name, left)
 			}
