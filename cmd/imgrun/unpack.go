@@ -105,7 +105,10 @@ func (a *app) pullBuild(ctx context.Context, st *layers.Store, ref registry.Refe
 				built <- err
 			}()
 		},
-		LayerReady: func(i int, l layers.Layer) { pend.Ready(i, l) },
+		LayerReady: func(i int, l layers.Layer) {
+			a.log.Debug("layer ready", "layer", i+1)
+			pend.Ready(i, l)
+		},
 	})
 	if pend == nil { // failed before the build started
 		return nil, err

@@ -255,6 +255,7 @@ func (b *snapshotBuild) run(ctx context.Context, build []int) (err error) {
 // layers below it and completes it.
 func (b *snapshotBuild) layer(ctx context.Context, i int, sem chan struct{}) error {
 	dir := b.tmp[i]
+	start := time.Now()
 
 	st, created, err := func() (*upperState, map[string]bool, error) {
 		defer func() { <-sem }()
@@ -279,6 +280,7 @@ func (b *snapshotBuild) layer(ctx context.Context, i int, sem chan struct{}) err
 	if err != nil {
 		return err
 	}
+	b.o.logger.Debug("snapshot layer applied", "layer", i+1, "took", time.Since(start).Round(time.Millisecond))
 	lowers := make([]string, 0, i)
 	for j := i - 1; j >= 0; j-- {
 		if b.done[j] != nil {
