@@ -34,14 +34,8 @@ Flags after IMAGE belong to COMMAND. The exit status is the command's (docker's 
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			what := "run " + args[0]
-			// The run's init starts first and comes up while runSpec finds the image.
-			started, err := a.startRun(&f)
+			spec, started, release, err := a.runSpec(cmd, &f, args)
 			if err != nil {
-				return fail(what, err)
-			}
-			spec, release, err := a.runSpec(cmd, &f, args)
-			if err != nil {
-				started.Abort()
 				return fail(what, err)
 			}
 			defer release()
@@ -55,22 +49,23 @@ Flags after IMAGE belong to COMMAND. The exit status is the command's (docker's 
 	return c
 }
 
-// runSpec turns the flags into a run.Spec, gets the image into the store and its rootfs into
-// the rootfs cache (held against removal until release is called). Flags are checked before
-// anything touches the network or the disk. A cold image is unpacked while it downloads.
-func (a *app) runSpec(cmd *cobra.Command, f *runFlags, args []string) (run.Spec, func(), error) {
+// runSpec turns the flags into a run.Spec, starts the run's init (startRun), gets the image
+// into the store and its rootfs into the rootfs cache (held against removal until release is
+// called). Flags are checked before anything touches the network or the disk, or starts. A
+// cold image is unpacked while it downloads.
+func (a *app) runSpec(cmd *cobra.Command, f *runFlags, args []string) (_ run.Spec, _ *run.Started, _ func(), err error) {
 	ctx := cmd.Context()
 	ref, err := registry.ParseReference(args[0])
 	if err != nil {
-		return run.Spec{}, nil, err
+		return run.Spec{}, nil, nil, err
 	}
 	p, err := parsePlatform(f.platform)
 	if err != nil {
-		return run.Spec{}, nil, err
+		return run.Spec{}, nil, nil, err
 	}
 	policy, err := parsePullPolicy(f.pull)
 	if err != nil {
-		return run.Spec{}, nil, err
+		return run.Spec{}, nil, nil, err
 	}
 	o := run.Overrides{Args: args[1:], Env: f.env, Dir: f.workdir, User: f.user}
 	if cmd.Flags().Changed("entrypoint") {
@@ -79,33 +74,43 @@ func (a *app) runSpec(cmd *cobra.Command, f *runFlags, args []string) (run.Spec,
 	for _, name := range f.envFiles {
 		lines, err := readEnvFile(name)
 		if err != nil {
-			return run.Spec{}, nil, err
+			return run.Spec{}, nil, nil, err
 		}
 		o.EnvFile = append(o.EnvFile, lines...)
 	}
 	var base run.Spec
 	if base.Limits, err = f.limits(); err != nil {
-		return run.Spec{}, nil, err
+		return run.Spec{}, nil, nil, err
 	}
 	for _, v := range f.volumes {
 		m, err := run.ParseMount(v)
 		if err != nil {
-			return run.Spec{}, nil, err
+			return run.Spec{}, nil, nil, err
 		}
 		base.Mounts = append(base.Mounts, m)
 	}
 	network, err := parseNetwork(f.network)
 	if err != nil {
-		return run.Spec{}, nil, err
+		return run.Spec{}, nil, nil, err
 	}
+	launch := run.Spec{Network: run.Network(network), TTY: f.tty, Stdin: f.stdin, Limits: base.Limits, Stats: f.stats}
+	initStarted, err := a.startRun(launch)
+	if err != nil {
+		return run.Spec{}, nil, nil, err
+	}
+	defer func() { // the error returns below return no Started: end it here
+		if err != nil {
+			initStarted.Abort()
+		}
+	}()
 
 	st, err := a.openStore()
 	if err != nil {
-		return run.Spec{}, nil, err
+		return run.Spec{}, nil, nil, err
 	}
 	cache, err := rootfs.OpenCache(a.root)
 	if err != nil {
-		return run.Spec{}, nil, err
+		return run.Spec{}, nil, nil, err
 	}
 	var root runRoot
 	release := func() {}
@@ -118,12 +123,12 @@ func (a *app) runSpec(cmd *cobra.Command, f *runFlags, args []string) (run.Spec,
 	})
 	if err != nil {
 		release()
-		return run.Spec{}, nil, err
+		return run.Spec{}, nil, nil, err
 	}
 	spec, err := run.SpecFromImage(img.Config.Config, o)
 	if err != nil {
 		release()
-		return run.Spec{}, nil, err
+		return run.Spec{}, nil, nil, err
 	}
 	spec.Rootfs, spec.Lowers = root.Top, root.Lowers
 	spec.Hostname = f.hostname
@@ -134,7 +139,7 @@ func (a *app) runSpec(cmd *cobra.Command, f *runFlags, args []string) (run.Spec,
 	if f.keep != "" {
 		if spec.KeepDir, err = filepath.Abs(f.keep); err != nil {
 			release()
-			return run.Spec{}, nil, fmt.Errorf("--keep: %w", err)
+			return run.Spec{}, nil, nil, fmt.Errorf("--keep: %w", err)
 		}
 	}
 	spec.TTY = f.tty
@@ -144,24 +149,15 @@ func (a *app) runSpec(cmd *cobra.Command, f *runFlags, args []string) (run.Spec,
 	spec.StateDir = filepath.Join(a.root, "runs")
 	withInit, _ := cmd.Flags().GetBool("init")
 	spec.NoInit = !withInit
-	return spec, release, nil
+	return spec, initStarted, release, nil
 }
 
 // startRun starts the run's init (run.Start) with what the flags say about how it starts:
-// its network, terminal, stdin and cgroup. Starting the init (a new process in new
+// launch's network, terminal, stdin and cgroup. Starting the init (a new process in new
 // namespaces running this binary again) takes longer than finding a cached image, so the two
-// overlap. The image's side of the Spec follows in run.
-func (a *app) startRun(f *runFlags) (*run.Started, error) {
-	network, err := parseNetwork(f.network)
-	if err != nil {
-		return nil, err
-	}
-	limits, err := f.limits()
-	if err != nil {
-		return nil, err
-	}
-	ls := run.Spec{Network: run.Network(network), TTY: f.tty, Stdin: f.stdin, Limits: limits, Stats: f.stats}
-	return run.Start(ls, run.Stdio{Stdin: a.stdin, Stdout: a.stdout, Stderr: a.stderr})
+// overlap; the image's side of the Spec follows in run.
+func (a *app) startRun(launch run.Spec) (*run.Started, error) {
+	return run.Start(launch, run.Stdio{Stdin: a.stdin, Stdout: a.stdout, Stderr: a.stderr})
 }
 
 // run runs spec, whose rootfs runSpec prepared, in the run startRun started.

@@ -1,5 +1,7 @@
 package run
 
+import "slices"
+
 // Limits are the resource limits of one run, spelled as docker's flags are. A zero field means
 // "no limit". They are applied through a cgroup per run (cgroup v2 or v1, chosen at runtime).
 type Limits struct {
@@ -16,6 +18,13 @@ type Limits struct {
 	// (blkio.throttle on v1, io.max on v2).
 	DeviceReadBps  []DeviceRate
 	DeviceWriteBps []DeviceRate
+}
+
+// equal reports whether l and o are the same limits (a nil and an empty list are the same).
+func (l Limits) equal(o Limits) bool {
+	return l.MemoryBytes == o.MemoryBytes && l.CPUs == o.CPUs && l.CPUShares == o.CPUShares &&
+		l.PidsLimit == o.PidsLimit && slices.Equal(l.DeviceReadBps, o.DeviceReadBps) &&
+		slices.Equal(l.DeviceWriteBps, o.DeviceWriteBps)
 }
 
 // DeviceRate is a per-device I/O rate limit such as "/dev/sda:1mb".
