@@ -39,7 +39,7 @@ func (a *applier) create(pfd int, base string, keepDir bool, mk func() error) er
 		// A directory over this layer's own whiteout: the lower one is gone, contents and all.
 		real := joinName(a.parentReal, base)
 		a.upper.hidden[real] = true
-		return setOpaque(pfd, base)
+		return a.markOpaque(pfd, base, real)
 	}
 	return nil
 }

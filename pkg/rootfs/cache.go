@@ -146,14 +146,20 @@ func (c *Cache) Ensure(ctx context.Context, key digest.Digest, layers []Layer, o
 	if err != nil {
 		return "", fmt.Errorf("rootfs %s: %w", key, err)
 	}
-	if err := buildTree(ctx, tmp, layers, opts); err != nil {
+	tree, err := buildTree(ctx, tmp, layers, opts)
+	if err != nil {
 		return "", errors.Join(fmt.Errorf("rootfs %s: %w", key, namingDisk(err, tmp)), removeTree(tmp))
 	}
-	if err := os.Rename(tmp, p); err != nil {
+	if err := os.Rename(tree, p); err != nil {
 		return "", errors.Join(fmt.Errorf("rootfs %s: %w", key, err), removeTree(tmp))
 	}
 	if err := syncDir(c.trees); err != nil {
 		return "", fmt.Errorf("rootfs %s: %w", key, err)
+	}
+	if tree != tmp {
+		if err := removeTree(tmp); err != nil {
+			return "", fmt.Errorf("rootfs %s: %w", key, err)
+		}
 	}
 	return p, nil
 }

@@ -234,8 +234,12 @@ func waitForBuild(t *testing.T, root string, done <-chan struct{}) string {
 	for time.Now().Before(deadline) {
 		for _, n := range dirNames(t, filepath.Join(root, "tmp")) {
 			if strings.HasPrefix(n, "build-") {
-				if _, err := os.Stat(filepath.Join(root, "tmp", n, "partial", "0")); err == nil {
-					return filepath.Join(root, "tmp", n)
+				// Layers applied one by one write into the build directory, applied
+				// concurrently into a directory per layer inside it.
+				for _, sub := range []string{"", "1"} {
+					if _, err := os.Stat(filepath.Join(root, "tmp", n, sub, "partial", "0")); err == nil {
+						return filepath.Join(root, "tmp", n)
+					}
 				}
 			}
 		}

@@ -53,12 +53,13 @@ func Flatten(ctx context.Context, dir string, layers []Layer, opts ...ApplyOptio
 		return errors.Join(fmt.Errorf("flatten %s: %w", dir, err), removeTree(tmp))
 	}
 	defer unlock()
-	if err := buildTree(ctx, tmp, layers, opts); err != nil {
+	tree, err := buildTree(ctx, tmp, layers, opts)
+	if err != nil {
 		return errors.Join(fmt.Errorf("flatten %s: %w", dir, err), removeTree(tmp))
 	}
 	// rename(2) replaces an empty directory (os.Rename refuses any existing directory).
-	if err := unix.Rename(tmp, dir); err != nil {
-		lerr := error(&os.LinkError{Op: "rename", Old: tmp, New: dir, Err: err})
+	if err := unix.Rename(tree, dir); err != nil {
+		lerr := error(&os.LinkError{Op: "rename", Old: tree, New: dir, Err: err})
 		if err == unix.ENOTEMPTY || err == unix.EEXIST || err == unix.ENOTDIR {
 			lerr = fmt.Errorf("%w: %w", ErrNotEmpty, lerr) // filled or replaced meanwhile
 		}
@@ -66,6 +67,12 @@ func Flatten(ctx context.Context, dir string, layers []Layer, opts ...ApplyOptio
 	}
 	if err := syncDir(parent); err != nil {
 		return fmt.Errorf("flatten %s: %w", dir, err)
+	}
+	if tree != tmp {
+		// What is left of the other layers' directories.
+		if err := removeTree(tmp); err != nil {
+			return fmt.Errorf("flatten %s: %w", dir, err)
+		}
 	}
 	return nil
 }
@@ -97,9 +104,54 @@ func checkEmptyTarget(dir string) error {
 	return nil
 }
 
-// buildTree applies layers in order into the existing directory tmp and syncs its filesystem.
-// It does not clean up on failure; the caller removes tmp.
-func buildTree(ctx context.Context, tmp string, layers []Layer, opts []ApplyOption) error {
+// buildTree builds the tree of layers under the existing empty directory tmp and syncs its
+// filesystem; it returns where the tree is (tmp, or a directory inside it). It does not
+// clean up on failure; the caller removes tmp.
+//
+// As root, with more than one layer, the layers are applied concurrently and merged
+// ([buildParallel]); an image with a layer that needs the layers below it, and rootless
+// callers, apply the layers one after the other into tmp.
+func buildTree(ctx context.Context, tmp string, layers []Layer, opts []ApplyOption) (string, error) {
+	o, err := makeApplyOptions(opts)
+	if err != nil {
+		return "", err
+	}
+	if !o.rootless && len(layers) > 1 && parallelFlatten {
+		tree, err := buildParallel(ctx, tmp, layers, o)
+		if err == nil {
+			return tree, syncFS(tmp)
+		}
+		if !errors.Is(err, ErrNeedsLowers) {
+			return "", err
+		}
+		o.logger.Debug("applying the layers one after the other", "reason", err)
+		if err := emptyDir(tmp); err != nil {
+			return "", err
+		}
+	}
+	return tmp, buildTreeInOrder(ctx, tmp, layers, opts)
+}
+
+// parallelFlatten lets tests compare the two ways of building a tree.
+var parallelFlatten = true
+
+// emptyDir removes everything in dir.
+func emptyDir(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if err := removeTree(filepath.Join(dir, e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// buildTreeInOrder applies layers in order into the existing directory tmp and syncs its
+// filesystem.
+func buildTreeInOrder(ctx context.Context, tmp string, layers []Layer, opts []ApplyOption) error {
 	if err := os.Chmod(tmp, rootMode); err != nil {
 		return err
 	}

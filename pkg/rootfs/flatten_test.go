@@ -215,7 +215,8 @@ func TestFlattenCancelMidway(t *testing.T) {
 	// Wait until the stalled layer's first files are on disk (an eventual condition).
 	for {
 		m, _ := filepath.Glob(filepath.Join(parent, ".rootfs.imgrun-tmp-*", "partial", "0"))
-		if len(m) > 0 {
+		m1, _ := filepath.Glob(filepath.Join(parent, ".rootfs.imgrun-tmp-*", "1", "partial", "0")) // layers applied concurrently
+		if len(m)+len(m1) > 0 {
 			break
 		}
 		select {

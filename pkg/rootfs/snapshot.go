@@ -5,13 +5,9 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/imgrun/imgrun/internal/flock"
 	"github.com/opencontainers/go-digest"
@@ -94,14 +90,11 @@ func (c *Cache) hasSnap(name string) bool {
 	return err == nil && fi.IsDir()
 }
 
-// snapshotBuild is one call's work: the layers it builds and their temporary directories.
+// snapshotBuild is one call's work: the layers it builds and where.
 type snapshotBuild struct {
-	c      *Cache
-	names  []string
-	layers []Layer
-	o      *applyOptions
-	tmp    []string        // per layer: its temporary directory if built here, else ""
-	done   []chan struct{} // per layer built here: closed when it is complete (finishUpper ran)
+	c     *Cache
+	names []string
+	set   *layerSet
 }
 
 func (c *Cache) snapshots(ctx context.Context, names []string, layers []Layer, o *applyOptions) ([]string, func(), error) {
@@ -111,8 +104,7 @@ func (c *Cache) snapshots(ctx context.Context, names []string, layers []Layer, o
 			l.Unlock()
 		}
 	}
-	b := &snapshotBuild{c: c, names: names, layers: layers, o: o,
-		tmp: make([]string, len(names)), done: make([]chan struct{}, len(names))}
+	b := &snapshotBuild{c: c, names: names, set: newLayerSet(layers, o)}
 	// Bottom first, as every caller does, so that two processes cannot wait for each other.
 	var build []int
 	for i, n := range names {
@@ -144,7 +136,6 @@ func (c *Cache) snapshots(ctx context.Context, names []string, layers []Layer, o
 			return nil, nil, errSnapshotGone
 		}
 		build = append(build, i)
-		b.done[i] = make(chan struct{})
 	}
 	if len(build) > 0 {
 		if err := b.run(ctx, build); err != nil {
@@ -175,16 +166,20 @@ func (c *Cache) snapshots(ctx context.Context, names []string, layers []Layer, o
 // them into place. On failure nothing is left under snapshots/ but a marker for a layer that
 // needs its lowers.
 func (b *snapshotBuild) run(ctx context.Context, build []int) (err error) {
-	c := b.c
+	c, set := b.c, b.set
 	// Keep pkg/layers' GC, which empties tmp/, away while snapshots are built there.
 	gc, err := c.lockFile(ctx, gcLockName, unix.LOCK_SH)
 	if err != nil {
 		return fmt.Errorf("snapshots: %w", err)
 	}
 	defer gc.Unlock()
+	for i, n := range b.names {
+		set.dirs[i] = c.snapPath(n)
+	}
+	var tmps []string
 	defer func() {
 		if err != nil {
-			for _, t := range b.tmp {
+			for _, t := range tmps {
 				if t != "" {
 					err = errors.Join(err, removeTree(t))
 				}
@@ -195,109 +190,34 @@ func (b *snapshotBuild) run(ctx context.Context, build []int) (err error) {
 		if err := c.removeLeftovers(snapLockFile(b.names[i])); err != nil {
 			return fmt.Errorf("snapshots: %w", err)
 		}
-		if b.tmp[i], err = c.tempDir("snap-" + b.names[i]); err != nil {
+		if set.dirs[i], err = c.tempDir("snap-" + b.names[i]); err != nil {
 			return fmt.Errorf("snapshots: %w", err)
 		}
+		tmps = append(tmps, set.dirs[i])
 	}
-
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	// Layers are applied concurrently, a few at a time: each also keeps a decoding goroutine
-	// busy, so one more than the CPUs keeps both kinds of work fed.
-	sem := make(chan struct{}, runtime.GOMAXPROCS(0)+1)
-	errs := make([]error, len(b.names)) // per layer; the first one cancels the others
-	var wg sync.WaitGroup
-	for _, i := range build {
-		wg.Go(func() {
-			defer close(b.done[i])
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-				errs[i] = context.Cause(ctx)
-				return
-			}
-			err := b.layer(ctx, i, sem)
-			if err != nil {
-				errs[i] = fmt.Errorf("layer %d of %d: %w", i+1, len(b.names), namingDisk(err, b.tmp[i]))
-				cancel(errs[i])
-			}
-		})
-	}
-	stopFlush := flushWhile(c.snaps)
-	wg.Wait()
-	stopFlush()
-	for i, e := range errs {
+	err = set.build(ctx, build, c.snaps)
+	for i, e := range set.errs {
 		if errors.Is(e, ErrNeedsLowers) {
 			// Remember it: later calls flatten this image without applying the layer again.
 			_ = os.WriteFile(filepath.Join(c.snaps, b.names[i]+unsupportedSuffix), nil, 0o600)
 		}
 	}
-	// The first failure is the one to report: the others may only have been cancelled by it.
-	if err := context.Cause(ctx); err != nil {
+	if err != nil {
 		return fmt.Errorf("snapshots: %w", err)
 	}
 	if err := syncFS(c.snaps); err != nil {
 		return fmt.Errorf("snapshots: %w", err)
 	}
-	for _, i := range build {
-		if err := os.Rename(b.tmp[i], c.snapPath(b.names[i])); err != nil {
+	for k, i := range build {
+		if err := os.Rename(set.dirs[i], c.snapPath(b.names[i])); err != nil {
 			return fmt.Errorf("snapshots: %w", err)
 		}
-		b.tmp[i] = ""
+		tmps[k] = ""
 	}
 	if err := syncDir(c.snaps); err != nil {
 		return fmt.Errorf("snapshots: %w", err)
 	}
 	return nil
-}
-
-// layer applies layer i into its temporary directory, releases its slot in sem, waits for the
-// layers below it and completes it.
-func (b *snapshotBuild) layer(ctx context.Context, i int, sem chan struct{}) error {
-	dir := b.tmp[i]
-	start := time.Now()
-
-	st, created, err := func() (*upperState, map[string]bool, error) {
-		defer func() { <-sem }()
-		if err := os.Chmod(dir, rootMode); err != nil {
-			return nil, nil, err
-		}
-		rc, err := b.layers[i].Uncompressed(ctx)
-		if err != nil {
-			return nil, nil, err
-		}
-		defer rc.Close()
-		st, created, err := applyUpper(ctx, dir, rc, b.o)
-		if err != nil {
-			return nil, nil, err
-		}
-		// Read to the end: the layer's digest is checked there, even if its tar ended early.
-		if _, err := io.Copy(io.Discard, rc); err != nil {
-			return nil, nil, err
-		}
-		return st, created, nil
-	}()
-	if err != nil {
-		return err
-	}
-	b.o.logger.Debug("snapshot layer applied", "layer", i+1, "took", time.Since(start).Round(time.Millisecond))
-	lowers := make([]string, 0, i)
-	for j := i - 1; j >= 0; j-- {
-		if b.done[j] != nil {
-			select {
-			case <-b.done[j]:
-			case <-ctx.Done():
-				return context.Cause(ctx)
-			}
-			if err := ctx.Err(); err != nil {
-				return context.Cause(ctx) // a lower layer failed
-			}
-			lowers = append(lowers, b.tmp[j])
-			continue
-		}
-		lowers = append(lowers, b.c.snapPath(b.names[j]))
-	}
-	return finishUpper(dir, st, created, lowers, b.o)
 }
 
 // PruneSnapshots removes every snapshot whose chain ID keep rejects, except those in use
@@ -355,31 +275,4 @@ func (c *Cache) removeSnapshot(ctx context.Context, entry string, marker bool) e
 		return err
 	}
 	return removeTree(trash)
-}
-
-// flushInterval is how often flushWhile writes back what the builds wrote so far.
-const flushInterval = 250 * time.Millisecond
-
-// flushWhile starts writing back dirty data of dir's filesystem every flushInterval, until
-// stop is called. Layers applied in parallel write hundreds of MB in a few seconds, less than
-// the kernel's background writeback threshold (10% of memory), so without this all of it
-// would be written at the final syncfs, after the builds; this overlaps the writeback with
-// them and leaves the final syncfs little to do. It changes no guarantee: the final syncfs
-// still runs before anything is published.
-func flushWhile(dir string) (stop func()) {
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		t := time.NewTicker(flushInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				_ = syncFS(dir) // best effort: the final syncfs reports errors
-			}
-		}
-	})
-	return func() { close(done); wg.Wait() }
 }

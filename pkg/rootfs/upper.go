@@ -39,6 +39,9 @@ type upperState struct {
 	// whiteouts holds the whiteout devices made: those that hide nothing are removed, as
 	// overlayfs lists a directory that only one layer has as it is, whiteouts included.
 	whiteouts []string
+	// opaque holds the directories marked opaque (real names; some may be gone by the end):
+	// a merge into one tree removes the marks.
+	opaque []string
 	// inMarker is set while a whiteout or opaque marker resolves its directory: those never
 	// replace this layer's own whiteout by a directory (what they name is deleted already).
 	inMarker bool
@@ -69,6 +72,12 @@ func setOpaque(pfd int, base string) error {
 	return nil
 }
 
+// markOpaque marks the directory base in pfd, whose real name is name, opaque.
+func (a *applier) markOpaque(pfd int, base, name string) error {
+	a.upper.opaque = append(a.upper.opaque, name)
+	return setOpaque(pfd, base)
+}
+
 // whiteoutUpper is whiteout in upper mode: DIR/.wh.NAME becomes an overlay whiteout at NAME
 // (unless this layer made NAME: a file stays, a directory it made or wrote into becomes
 // opaque), DIR/.wh..wh..opq marks DIR opaque. The directories on the way are made as for
@@ -85,7 +94,7 @@ func (a *applier) whiteoutUpper(hdr *tar.Header, dir, base string) error {
 		if fd < 0 {
 			return nil
 		}
-		if err := setOpaque(fd, "."); err != nil {
+		if err := a.markOpaque(fd, ".", dir); err != nil {
 			return entryErr(hdr, "whiteout", err)
 		}
 		return nil
@@ -117,7 +126,7 @@ func (a *applier) whiteoutUpper(hdr *tar.Header, dir, base string) error {
 		if _, mine := a.created[real]; mine {
 			if st.Mode&unix.S_IFMT == unix.S_IFDIR {
 				a.upper.hidden[real] = true
-				if err := setOpaque(pfd, target); err != nil {
+				if err := a.markOpaque(pfd, target, real); err != nil {
 					return entryErr(hdr, "whiteout", err)
 				}
 			}
@@ -167,7 +176,7 @@ func (a *applier) replaceWhiteout(pfd int, base, name string) (bool, error) {
 	}
 	a.upper.implicit[name] = true
 	a.upper.hidden[name] = true
-	return true, setOpaque(pfd, base)
+	return true, a.markOpaque(pfd, base, name)
 }
 
 // finishUpper completes a layer applied in upper mode into dir, now that the layers below it
@@ -398,8 +407,13 @@ func copyDirMeta(src string, fd int) error {
 	return nil
 }
 
-func listXattrs(p string) ([]string, error) {
-	n, err := unix.Llistxattr(p, nil)
+func listXattrs(p string) ([]string, error) { return listXattrsWith(unix.Llistxattr, p) }
+
+// listXattrsFollow lists the xattrs of what p points to (a /proc/self/fd link).
+func listXattrsFollow(p string) ([]string, error) { return listXattrsWith(unix.Listxattr, p) }
+
+func listXattrsWith(list func(string, []byte) (int, error), p string) ([]string, error) {
+	n, err := list(p, nil)
 	if err == unix.ENOTSUP || n == 0 {
 		return nil, nil
 	}
@@ -407,7 +421,7 @@ func listXattrs(p string) ([]string, error) {
 		return nil, fmt.Errorf("listxattr: %w", err)
 	}
 	buf := make([]byte, n)
-	n, err = unix.Llistxattr(p, buf)
+	n, err = list(p, buf)
 	if err != nil {
 		return nil, fmt.Errorf("listxattr: %w", err)
 	}
@@ -420,13 +434,17 @@ func listXattrs(p string) ([]string, error) {
 	return names, nil
 }
 
-func getXattr(p, name string) ([]byte, error) {
-	n, err := unix.Lgetxattr(p, name, nil)
+func getXattr(p, name string) ([]byte, error) { return getXattrWith(unix.Lgetxattr, p, name) }
+
+func getXattrFollow(p, name string) ([]byte, error) { return getXattrWith(unix.Getxattr, p, name) }
+
+func getXattrWith(get func(string, string, []byte) (int, error), p, name string) ([]byte, error) {
+	n, err := get(p, name, nil)
 	if err != nil {
 		return nil, fmt.Errorf("getxattr %s: %w", name, err)
 	}
 	buf := make([]byte, n)
-	n, err = unix.Lgetxattr(p, name, buf)
+	n, err = get(p, name, buf)
 	if err != nil {
 		return nil, fmt.Errorf("getxattr %s: %w", name, err)
 	}

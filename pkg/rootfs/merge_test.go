@@ -1,0 +1,60 @@
+package rootfs_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/imgrun/imgrun/pkg/rootfs"
+)
+
+// TestFlattenParallelMatchesInOrder flattens random images both ways, layers applied
+// concurrently and merged (the default as root) and one after the other, and compares the
+// trees. Images that need their lower layers take the second way in both.
+func TestFlattenParallelMatchesInOrder(t *testing.T) {
+	needRoot(t)
+	n := 200
+	if testing.Short() {
+		n = 40
+	}
+	merged := 0
+	for seed := range n {
+		r := rand.New(rand.NewPCG(uint64(seed), 11))
+		ls := randomImage(r)
+		layers := memLayers(ls...)
+		par := t.TempDir() + "/par"
+		perr := rootfs.Flatten(t.Context(), par, layers)
+		restore := rootfs.SetParallelFlatten(false)
+		seq := t.TempDir() + "/seq"
+		serr := rootfs.Flatten(t.Context(), seq, layers)
+		restore()
+		if (perr == nil) != (serr == nil) {
+			t.Fatalf("seed %d: parallel: %v, in order: %v", seed, perr, serr)
+		}
+		if perr != nil {
+			continue
+		}
+		if _, fb := snapshotTree(t, layers); fb == nil {
+			merged++
+		}
+		if d := diffMaps(diskTree(t, par), diskTree(t, seq)); d != "" {
+			var b strings.Builder
+			for i, l := range ls {
+				fmt.Fprintf(&b, "layer %d:", i+1)
+				for _, e := range l {
+					fmt.Fprintf(&b, " %c:%s", e.Header.Typeflag, e.Header.Name)
+					if e.Header.Linkname != "" {
+						fmt.Fprintf(&b, "->%s", e.Header.Linkname)
+					}
+				}
+				b.WriteString("\n")
+			}
+			t.Fatalf("seed %d: parallel Flatten differs from in-order Flatten:\n%s\nimage:\n%s", seed, d, b.String())
+		}
+	}
+	t.Logf("%d of %d images were merged from layers applied concurrently", merged, n)
+	if merged == 0 {
+		t.Error("no image took the concurrent path")
+	}
+}
