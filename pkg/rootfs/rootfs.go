@@ -5,7 +5,17 @@
 // # How do I use this package?
 //
 // To unpack an image, call [Flatten] with the image's layers (pkg/layers' Layer satisfies
-// [Layer]). To apply a single layer tar you already hold, call [Apply].
+// [Layer]). To apply a single layer tar you already hold, call [Apply]. To run an image, call
+// [Cache.Snapshots]: it keeps each layer once, as an overlayfs layer shared by every image on
+// the same base, and returns the stack for pkg/run's Spec.Rootfs and Spec.Lowers.
+//
+// As root, Flatten and Cache.Snapshots apply an image's layers concurrently, each into its own
+// directory as an overlayfs layer (whiteouts as whiteout devices, opaque markers as opaque
+// xattrs), and complete each against the layers below; Flatten then merges them into one
+// tree. A layer whose effect depends on the layers below in a way an overlay cannot express
+// ([ErrNeedsLowers]: it writes through a symlink, hard-links a lower file, ...) makes Flatten
+// apply the layers one after the other instead; the result is the same tree either way.
+// docs/PERFORMANCE.md has the design and the measurements.
 //
 // # Semantics
 //
