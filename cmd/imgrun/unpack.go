@@ -98,12 +98,18 @@ func (a *app) pullBuild(ctx context.Context, st *layers.Store, ref registry.Refe
 			pend = rootfs.NewPending(len(img.Manifest.Layers))
 			go func() {
 				err := build(ctx, img, pend.Layers())
-				if err != nil {
+				if err != nil && !errors.Is(err, layers.ErrStreamRestarted) {
 					buildFailed.Store(true)
 					cancel(err)
 				}
 				built <- err
 			}()
+		},
+		// Layers are unpacked as they download (LayerStarted); a layer that was cached or
+		// whose download resumed a partial file is handed over once committed (LayerReady).
+		LayerStarted: func(i int, l layers.Layer) {
+			a.log.Debug("layer download started", "layer", i+1)
+			pend.Ready(i, l)
 		},
 		LayerReady: func(i int, l layers.Layer) {
 			a.log.Debug("layer ready", "layer", i+1)
@@ -121,7 +127,13 @@ func (a *app) pullBuild(ctx context.Context, st *layers.Store, ref registry.Refe
 		}
 		return nil, err
 	}
-	return img, <-built
+	if err := <-built; !errors.Is(err, layers.ErrStreamRestarted) {
+		return img, err
+	}
+	// A download started over while it was being unpacked: build again from the blobs,
+	// all verified now.
+	a.log.Debug("building again from the committed layers", "reason", layers.ErrStreamRestarted)
+	return img, build(ctx, img, rootfsLayers(img))
 }
 
 // rootfsLayers adapts an image's layers to what pkg/rootfs consumes.

@@ -97,6 +97,11 @@ func (s *Store) uncompressed(ctx context.Context, desc ocispec.Descriptor, diffI
 		rc.Close()
 		return nil, fmt.Errorf("blob is %d bytes, descriptor says %d: %w", fi.Size(), desc.Size, ErrSizeMismatch)
 	}
+	return decompress(ctx, rc, diffID)
+}
+
+// decompress starts the decoding pipeline on the compressed stream rc, which it closes.
+func decompress(ctx context.Context, rc io.ReadCloser, diffID digest.Digest) (io.ReadCloser, error) {
 	br := bufio.NewReaderSize(rc, 64<<10)
 	head, err := br.Peek(len(zstdMagic))
 	if err != nil && !errors.Is(err, io.EOF) {

@@ -50,6 +50,12 @@ func (s *Store) Ensure(ctx context.Context, desc ocispec.Descriptor, f Fetcher, 
 }
 
 func (s *Store) ensure(ctx context.Context, desc ocispec.Descriptor, f Fetcher, p ProgressFunc) error {
+	return s.ensureFollowed(ctx, desc, f, p, nil)
+}
+
+// ensureFollowed is ensure; when the blob is downloaded here from its first byte, started is
+// called with a growth that follows the download (PullOptions.LayerStarted).
+func (s *Store) ensureFollowed(ctx context.Context, desc ocispec.Descriptor, f Fetcher, p ProgressFunc, started func(*growth)) error {
 	if err := validDigest(desc.Digest); err != nil {
 		return err
 	}
@@ -75,7 +81,7 @@ func (s *Store) ensure(ctx context.Context, desc ocispec.Descriptor, f Fetcher, 
 		p.emit(cached)
 		return nil
 	}
-	if err := s.download(ctx, desc, f, p); err != nil {
+	if err := s.download(ctx, desc, f, p, started); err != nil {
 		return err
 	}
 	p.emit(Event{Kind: EventLayerDone, Digest: desc.Digest, Total: desc.Size, Done: desc.Size})
@@ -83,7 +89,7 @@ func (s *Store) ensure(ctx context.Context, desc ocispec.Descriptor, f Fetcher, 
 }
 
 // download runs with the blob lock held.
-func (s *Store) download(ctx context.Context, desc ocispec.Descriptor, f Fetcher, p ProgressFunc) (err error) {
+func (s *Store) download(ctx context.Context, desc ocispec.Descriptor, f Fetcher, p ProgressFunc, started func(*growth)) (err error) {
 	partial := filepath.Join(s.ingest, desc.Digest.Encoded()+".partial")
 	file, err := os.OpenFile(partial, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
 	if err != nil {
@@ -108,6 +114,13 @@ func (s *Store) download(ctx context.Context, desc ocispec.Descriptor, f Fetcher
 	resumed := dl.n > 0
 	if resumed {
 		s.log.Debug("resuming partial download", "digest", desc.Digest, "offset", dl.n)
+	} else if started != nil {
+		// Readers may follow a download from byte 0: every byte they see is one this
+		// download writes and hashes. (A resumed download may start over if its old bytes
+		// do not verify: it is not followed.)
+		dl.grow = newGrowth(partial)
+		defer func() { dl.grow.finish(err) }()
+		started(dl.grow)
 	}
 	p.emit(Event{Kind: EventLayerStart, Digest: desc.Digest, Total: desc.Size, Done: dl.n})
 
@@ -181,6 +194,7 @@ type download struct {
 	h    hash.Hash
 	n    int64
 	p    ProgressFunc
+	grow *growth // readers following the download, or nil
 }
 
 // rehash hashes the bytes a previous, interrupted download left in the partial file; ingest
@@ -208,6 +222,9 @@ func (d *download) reset() error {
 	}
 	d.h.Reset()
 	d.n = 0
+	if d.grow != nil {
+		d.grow.restart()
+	}
 	return nil
 }
 
@@ -247,6 +264,9 @@ func (d *download) fetch(ctx context.Context, f Fetcher) error {
 			}
 			d.h.Write(buf[:k])
 			d.n += int64(k)
+			if d.grow != nil {
+				d.grow.advance(d.n)
+			}
 			if d.n-reported >= copyBufSize || d.n == d.desc.Size {
 				reported = d.n
 				d.p.emit(Event{Kind: EventLayerBytes, Digest: d.desc.Digest, Total: d.desc.Size, Done: d.n})

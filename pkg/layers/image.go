@@ -29,6 +29,7 @@ type Layer struct {
 	Descriptor ocispec.Descriptor
 	DiffID     digest.Digest
 	store      *Store
+	grow       *growth // set for a layer handed over by PullOptions.LayerStarted
 }
 
 // Layers returns the image's layers, bottom first.
@@ -54,6 +55,27 @@ func (img *Image) Size() int64 {
 func (l Layer) Uncompressed(ctx context.Context) (io.ReadCloser, error) {
 	if l.store == nil {
 		return nil, errors.New("layer not from a store")
+	}
+	if l.grow != nil && !l.grow.committed() {
+		rc, ok, err := l.grow.open(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("layer %s: %w", l.Descriptor.Digest, err)
+		}
+		if ok {
+			if err := validDigest(l.DiffID); err != nil {
+				rc.Close()
+				return nil, fmt.Errorf("layer %s: diffID: %w", l.Descriptor.Digest, err)
+			}
+			dec, err := decompress(ctx, rc, l.DiffID)
+			if err != nil {
+				return nil, fmt.Errorf("layer %s: %w", l.Descriptor.Digest, l.grow.explain(ctx, err))
+			}
+			return &followedStream{ReadCloser: dec, ctx: ctx, g: l.grow}, nil
+		}
+		// Ended (or restarted) before we got here: read the committed blob.
+		if err := l.grow.wait(ctx); err != nil {
+			return nil, fmt.Errorf("layer %s: download: %w", l.Descriptor.Digest, err)
+		}
 	}
 	return l.store.Uncompressed(ctx, l.Descriptor, l.DiffID)
 }

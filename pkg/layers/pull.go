@@ -28,6 +28,15 @@ type PullOptions struct {
 	// unpacker uses it to start on the first layers while later ones still download;
 	// the image is in index.json only when Pull returns.
 	LayerReady func(i int, l Layer)
+	// LayerStarted, when set, is called when layer i starts to download from its first
+	// byte in this process, before any byte of it is written, on the goroutine that fetches
+	// it; it must return quickly. l can be unpacked at once: its Uncompressed streams the
+	// blob as it lands (Read waits for the next bytes), fails with the download's error if
+	// the download fails, and reports io.EOF only once the blob is verified and committed,
+	// so nothing built from it may be published earlier. Should the download have to start
+	// over from byte 0, the stream fails with ErrStreamRestarted (retryable: Uncompressed
+	// then reads the committed blob). LayerReady is still called after the commit.
+	LayerStarted func(i int, l Layer)
 	// Resolved, when set, is called once the manifest and config are resolved and stored,
 	// before any layer is fetched and before any LayerReady call, on Pull's goroutine. It
 	// tells an unpacker how many layers to expect (img.Layers()) and the image's key
@@ -105,8 +114,16 @@ func (s *Store) pull(ctx context.Context, src registry.Source, o PullOptions) (*
 	layers := img.Layers()
 	for i, l := range layers {
 		g.Go(func() error {
-			if err := s.Ensure(gctx, l.Descriptor, src, progress); err != nil {
-				return err
+			var started func(*growth)
+			if o.LayerStarted != nil {
+				started = func(g *growth) {
+					sl := l
+					sl.grow = g
+					o.LayerStarted(i, sl)
+				}
+			}
+			if err := s.ensureFollowed(gctx, l.Descriptor, src, progress, started); err != nil {
+				return fmt.Errorf("blob %s: %w", l.Descriptor.Digest, err)
 			}
 			if o.LayerReady != nil {
 				o.LayerReady(i, l)
