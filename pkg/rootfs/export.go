@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"maps"
 	"math"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -50,9 +51,19 @@ import (
 // [Limits] (of [WithLimits], else [DefaultLimits]; the other options do not apply) fails
 // Export with an error wrapping [ErrLimit], as it fails Apply: Export remembers a few dozen
 // bytes per path, so MaxEntries per layer bounds its memory. Decompression runs ahead of the
-// writer, a couple of layers at a time with bounded buffers. On error the tar written so far
-// is incomplete (it has no end-of-archive marker).
+// writer, up to one layer per core at once, with bounded buffers: what the writer cannot take
+// yet (lower layers, while it writes the upper ones) goes to an unnamed temporary file in
+// [os.TempDir] ([ExportFile]: beside its output), using at most half of that filesystem's
+// free space, and is read back from there; where no such file can be made, decoding waits
+// for the writer instead. On error the tar written so far is incomplete (it has no
+// end-of-archive marker).
 func Export(ctx context.Context, w io.Writer, layers []Layer, opts ...ApplyOption) error {
+	return export(ctx, w, layers, newSpiller(os.TempDir(), ".imgrun-spill-"), exportDecoders(), opts)
+}
+
+// export is [Export], decoding up to decoders layers at once and spilling those decoded
+// ahead of the writer with sp.
+func export(ctx context.Context, w io.Writer, layers []Layer, sp *spiller, decoders int, opts []ApplyOption) error {
 	o, err := makeApplyOptions(opts)
 	if err != nil {
 		return fmt.Errorf("export: %w", err)
@@ -60,13 +71,15 @@ func Export(ctx context.Context, w io.Writer, layers []Layer, opts ...ApplyOptio
 	// Tar headers are 512-byte writes: batch them into fewer, larger writes to w.
 	bw := bufio.NewWriterSize(w, 256<<10)
 	e := &exporter{
-		ctx:     ctx,
-		lim:     o.limits,
-		layers:  layers,
-		tw:      tar.NewWriter(bw),
-		paths:   make(map[string]*pathState),
-		pending: make(map[string][]*inode),
-		implied: make(map[string]bool),
+		ctx:      ctx,
+		lim:      o.limits,
+		layers:   layers,
+		spill:    sp,
+		decoders: decoders,
+		tw:       tar.NewWriter(bw),
+		paths:    make(map[string]*pathState),
+		pending:  make(map[string][]*inode),
+		implied:  make(map[string]bool),
 	}
 	if err := e.run(); err != nil {
 		return fmt.Errorf("export: %w", err)
@@ -91,14 +104,16 @@ type pathState struct {
 }
 
 type exporter struct {
-	ctx     context.Context
-	lim     Limits
-	layers  []Layer
-	tw      *tar.Writer
-	paths   map[string]*pathState
-	pending map[string][]*inode // placeholders for hard-link targets in lower layers, by path
-	implied map[string]bool     // directories in the final tree created by entries below them
-	buf     []byte
+	ctx      context.Context
+	lim      Limits
+	layers   []Layer
+	spill    *spiller
+	decoders int
+	tw       *tar.Writer
+	paths    map[string]*pathState
+	pending  map[string][]*inode // placeholders for hard-link targets in lower layers, by path
+	implied  map[string]bool     // directories in the final tree created by entries below them
+	buf      []byte
 }
 
 func (e *exporter) run() error {
@@ -107,7 +122,7 @@ func (e *exporter) run() error {
 	for i := range order {
 		order[i] = n - 1 - i // top layer first
 	}
-	q := newLayerQueue(e.ctx, e.layers, order)
+	q := newSpoolQueue(e.ctx, e.layers, order, e.decoders, e.spill)
 	defer q.Close()
 	e.buf = make([]byte, 256<<10)
 	for {

@@ -42,7 +42,8 @@ func ExportFile(ctx context.Context, path string, layers []Layer, opts ...ApplyO
 	if err := unix.Flock(int(tmp.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		return fmt.Errorf("lock %s: %w", tmp.Name(), err)
 	}
-	if err := Export(ctx, tmp, layers, opts...); err != nil {
+	// Layers decoded ahead of the writer spill beside the output: the disk it is written to.
+	if err := export(ctx, tmp, layers, newSpiller(dir, prefix), exportDecoders(), opts); err != nil {
 		return err
 	}
 	if err := tmp.Chmod(0o644); err != nil {

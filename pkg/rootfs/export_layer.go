@@ -34,7 +34,7 @@ type layerPass struct {
 }
 
 // layer reads one layer (index idx) and writes what of it is in the final tree.
-func (e *exporter) layer(idx int, s *layerStream) error {
+func (e *exporter) layer(idx int, s *spool) error {
 	defer s.release()
 	l := &layerPass{idx: idx, local: map[string]*inode{}}
 	tr := tar.NewReader(s)
