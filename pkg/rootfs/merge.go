@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -31,9 +32,11 @@ func buildParallel(ctx context.Context, tmp string, layers []Layer, o *applyOpti
 	if err := set.build(ctx, build, tmp); err != nil {
 		return "", err
 	}
+	start := time.Now()
 	if err := mergeLayers(ctx, set.dirs, set.states, o); err != nil {
 		return "", err
 	}
+	o.logger.Debug("layers merged", "took", time.Since(start).Round(time.Millisecond))
 	return set.dirs[0], nil
 }
 
