@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/imgrun/imgrun/internal/flock"
 	"github.com/opencontainers/go-digest"
@@ -108,34 +109,15 @@ func (c *Cache) snapshots(ctx context.Context, names []string, layers []Layer, o
 	// Bottom first, as every caller does, so that two processes cannot wait for each other.
 	var build []int
 	for i, n := range names {
-		how := unix.LOCK_SH
-		if !c.hasSnap(n) {
-			how = unix.LOCK_EX
-		}
-		l, err := c.lockFile(ctx, snapLockFile(n), how)
+		l, mine, err := c.holdSnap(ctx, n)
 		if err != nil {
 			unlockAll()
 			return nil, nil, fmt.Errorf("snapshots: %w", err)
 		}
 		locks[i] = l
-		if c.hasSnap(n) {
-			if how == unix.LOCK_EX {
-				if err := l.Downgrade(); err != nil {
-					unlockAll()
-					return nil, nil, fmt.Errorf("snapshots: %w", err)
-				}
-				if !c.hasSnap(n) {
-					unlockAll()
-					return nil, nil, errSnapshotGone
-				}
-			}
-			continue
+		if mine {
+			build = append(build, i)
 		}
-		if how == unix.LOCK_SH { // removed between the check and the lock
-			unlockAll()
-			return nil, nil, errSnapshotGone
-		}
-		build = append(build, i)
 	}
 	if len(build) > 0 {
 		if err := b.run(ctx, build); err != nil {
@@ -160,6 +142,53 @@ func (c *Cache) snapshots(ctx context.Context, names []string, layers []Layer, o
 		stack[len(names)-1-i] = c.snapPath(n)
 	}
 	return stack, unlockAll, nil
+}
+
+// holdSnap takes the lock of snapshot name: shared if the snapshot exists (mine false),
+// exclusive if it is missing and is to be built by the caller (mine true). A snapshot that
+// another process is building is waited for, and held shared as soon as it appears, not
+// after that process is done using it (it holds it shared then, which an exclusive request
+// would wait for).
+func (c *Cache) holdSnap(ctx context.Context, name string) (l *flock.Lock, mine bool, err error) {
+	path := filepath.Join(c.locks, snapLockFile(name))
+	wait := time.Millisecond
+	for {
+		how := unix.LOCK_EX
+		if c.hasSnap(name) {
+			how = unix.LOCK_SH
+		}
+		l, err := flock.TryAcquire(path, how)
+		switch {
+		case err == nil && how == unix.LOCK_SH && c.hasSnap(name):
+			return l, false, nil
+		case err == nil && how == unix.LOCK_EX && !c.hasSnap(name):
+			return l, true, nil
+		case err == nil && how == unix.LOCK_EX: // built meanwhile
+			if err := l.Downgrade(); err != nil {
+				l.Unlock()
+				return nil, false, err
+			}
+			if c.hasSnap(name) {
+				return l, false, nil
+			}
+			l.Unlock()
+			continue
+		case err == nil: // removed meanwhile
+			l.Unlock()
+			continue
+		case !errors.Is(err, flock.ErrBusy):
+			return nil, false, err
+		}
+		// Being built, or removed, by someone else: look again shortly.
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, false, context.Cause(ctx)
+		case <-t.C:
+		}
+		wait = min(2*wait, 10*time.Millisecond)
+	}
 }
 
 // run builds the layers build (indexes, ascending) concurrently, then syncs once and renames

@@ -1,6 +1,7 @@
 package rootfs_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
@@ -259,4 +261,64 @@ func TestSnapshotsFailure(t *testing.T) {
 	if n, err := c.PruneSnapshots(t.Context(), func(digest.Digest) bool { return false }); err != nil || n != 0 {
 		t.Errorf("PruneSnapshots = %d, %v", n, err)
 	}
+}
+
+// TestSnapshotsWhileHeld: a second user of an image whose snapshots another one is building
+// waits for the build, not for the other to be done using them.
+func TestSnapshotsWhileHeld(t *testing.T) {
+	needRoot(t)
+	layers := memLayers(tl{tFile("a", "a")}, tl{tFile("b", "b")})
+	ids := layerDiffIDs(t, layers)
+	c1, root := openCache(t)
+	c2, err := rootfs.OpenCache(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unblock := make(chan struct{})
+	slow := []rootfs.Layer{layers[0], gatedLayer{layers[1], unblock}}
+	held := make(chan func(), 1)
+	go func() {
+		_, release, err := c1.Snapshots(t.Context(), ids, slow)
+		if err != nil {
+			t.Error(err)
+			release = func() {}
+		}
+		held <- release // kept until the end of the test
+	}()
+	second := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+		defer cancel()
+		_, release, err := c2.Snapshots(ctx, ids, layers)
+		if err == nil {
+			release()
+		}
+		second <- err
+	}()
+	select {
+	case err := <-second:
+		t.Fatalf("second user returned while the first was still building: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(unblock)
+	release := <-held
+	defer release()
+	if err := <-second; err != nil {
+		t.Fatalf("second user, first one holding the snapshots: %v", err)
+	}
+}
+
+// gatedLayer is a layer whose stream starts once gate is closed.
+type gatedLayer struct {
+	rootfs.Layer
+	gate chan struct{}
+}
+
+func (g gatedLayer) Uncompressed(ctx context.Context) (io.ReadCloser, error) {
+	select {
+	case <-g.gate:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return g.Layer.Uncompressed(ctx)
 }
