@@ -12,7 +12,7 @@ import (
 // write-bound). Each layer gets one producer goroutine that opens the layer (pkg/layers
 // decompresses it and hashes the uncompressed bytes once, for the diffID check at EOF), reads
 // it into fixed-size chunks and hands them to the consumer through a bounded channel. The
-// consumer takes the layers strictly in order (Flatten: lowest first; Export: top first), so
+// consumer takes the layers strictly in order (Flatten in order: lowest first), so
 // whiteouts, opaque markers and replacements see exactly the layers they must, whatever the
 // producers' timing: only decoding runs ahead, never applying. Producers of the next
 // pipelineAhead layers run while the current one is consumed, so on two cores one core

@@ -274,8 +274,8 @@ func TestSnapshotsWhileHeld(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	unblock := make(chan struct{})
-	slow := []rootfs.Layer{layers[0], gatedLayer{layers[1], unblock}}
+	unblock, building := make(chan struct{}), make(chan struct{})
+	slow := []rootfs.Layer{layers[0], gatedLayer{layers[1], unblock, building}}
 	held := make(chan func(), 1)
 	go func() {
 		_, release, err := c1.Snapshots(t.Context(), ids, slow)
@@ -285,6 +285,7 @@ func TestSnapshotsWhileHeld(t *testing.T) {
 		}
 		held <- release // kept until the end of the test
 	}()
+	<-building // the first user holds the build locks
 	second := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
@@ -308,13 +309,15 @@ func TestSnapshotsWhileHeld(t *testing.T) {
 	}
 }
 
-// gatedLayer is a layer whose stream starts once gate is closed.
+// gatedLayer is a layer whose stream starts once gate is closed; it closes opened when
+// asked for it.
 type gatedLayer struct {
 	rootfs.Layer
-	gate chan struct{}
+	gate, opened chan struct{}
 }
 
 func (g gatedLayer) Uncompressed(ctx context.Context) (io.ReadCloser, error) {
+	close(g.opened)
 	select {
 	case <-g.gate:
 	case <-ctx.Done():
