@@ -12,6 +12,7 @@ set -uo pipefail
 { # the whole script is parsed before it runs, so editing it during a run is harmless
 
 RUNS=${BENCH_RUNS:-3}
+NET_RATE=${BENCH_NET_RATE:-50e6} # bytes/s of the "network" section (0: skip it)
 TOOLS=${BENCH_TOOLS:-"imgrun crane umoci ctr podman docker"}
 TIMEOUT=${BENCH_TIMEOUT:-600}
 WARM=${BENCH_WARM:-1}
@@ -60,7 +61,8 @@ apt_ensure bwrap bubblewrap || note "bwrap missing"
 apt_ensure python3 python3-minimal || { echo "bench: need python3 (port, json)" >&2; exit 1; }
 
 log "building imgrun, gunzip"
-(cd "$repo" && go build -o "$BIN/imgrun" ./cmd/imgrun && go build -o "$BIN/gunzip" ./bench/gunzip) ||
+(cd "$repo" && go build -o "$BIN/imgrun" ./cmd/imgrun && go build -o "$BIN/gunzip" ./bench/gunzip &&
+	go build -o "$BIN/throttle" ./bench/throttle) ||
 	{ echo "bench: go build failed" >&2; exit 1; }
 CRANE=$(command -v crane || echo "$(go env GOPATH)/bin/crane")
 if [[ ! -x $CRANE ]]; then
@@ -180,6 +182,42 @@ if [[ " $TOOLS " == *" imgrun "* ]]; then
 			'test -s "$W/export.tar"'
 	fi
 	rm -f "$W/export.tar"
+fi
+
+# --- over a network link --------------------------------------------------------------------
+# The same cold pulls through a proxy that lets $NET_RATE bytes/s through (bench/throttle):
+# on a link slower than unpacking, a tool that unpacks while it downloads finishes with the
+# download; the pull alone is the floor.
+if [[ $NET_RATE != 0 ]]; then
+	NPORT=$(free_port)
+	"$BIN/throttle" -listen "127.0.0.1:$NPORT" -target "127.0.0.1:$PORT" -rate "$NET_RATE" >"$W/throttle.log" 2>&1 &
+	THROTTLE_PID=$!
+	NREF=127.0.0.1:$NPORT/bench/node:latest
+	export NPORT NREF
+	sleep 0.5
+	RATE_MB=$(python3 -c "print('%g' % ($NET_RATE / 1e6))")
+	if [[ " $TOOLS " == *" imgrun "* ]]; then
+		measure net-imgrun-pull "net ${RATE_MB} MB/s: imgrun pull (the download alone)" \
+			'rm -rf "$W/imgrun-root"' \
+			'"$BIN/imgrun" -q --root "$W/imgrun-root" --insecure "127.0.0.1:$NPORT" pull "$NREF" >/dev/null' \
+			'true'
+		measure net-imgrun-run1 "net ${RATE_MB} MB/s: imgrun run IMAGE true (cold)" \
+			'rm -rf "$W/imgrun-root"' \
+			'"$BIN/imgrun" -q --root "$W/imgrun-root" --insecure "127.0.0.1:$NPORT" run "$NREF" true' \
+			'true'
+		measure net-imgrun "net ${RATE_MB} MB/s: imgrun unpack" \
+			'rm -rf "$W/imgrun-root" "$W/imgrun-rootfs"' \
+			'"$BIN/imgrun" -q --root "$W/imgrun-root" --insecure "127.0.0.1:$NPORT" unpack "$NREF" "$W/imgrun-rootfs"' \
+			'test -x "$W/imgrun-rootfs/usr/bin/node"'
+	fi
+	if [[ " $TOOLS " == *" crane "* && -x $CRANE ]]; then
+		measure net-crane "net ${RATE_MB} MB/s: crane export \| tar -x" \
+			'rm -rf "$W/crane-rootfs"; mkdir "$W/crane-rootfs"' \
+			'"$CRANE" export --insecure "$NREF" - | tar -xf - -C "$W/crane-rootfs"' \
+			'test -x "$W/crane-rootfs/usr/bin/node"'
+	fi
+	stop_pid "$THROTTLE_PID"; THROTTLE_PID=
+	rm -rf "$W/crane-rootfs" "$W/imgrun-root" "$W/imgrun-rootfs"
 fi
 
 # --- warm start ----------------------------------------------------------------------------

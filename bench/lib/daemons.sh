@@ -33,6 +33,7 @@ cleanup() {
 	[[ -n $DOCKERD_PID ]] && stop_pid "$DOCKERD_PID"
 	[[ -n $CONTAINERD_PID ]] && stop_pid "$CONTAINERD_PID"
 	[[ -n $REGISTRY_PID ]] && stop_pid "$REGISTRY_PID"
+	[[ -n ${THROTTLE_PID:-} ]] && stop_pid "$THROTTLE_PID"
 	# Whatever the peers left mounted below $W (overlay snapshots, podman's shm, netns
 	# files), deepest first.
 	local m

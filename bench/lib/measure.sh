@@ -152,13 +152,22 @@ out.append("### Baseline, export, warm start")
 out.append("")
 out.append("| measurement | median s | min s | ratio | CPU s (median) | peak RSS MiB | status |")
 out.append("|---|---:|---:|---:|---:|---:|---|")
-others = [k for k in order if k not in cold]
+others = [k for k in order if k not in cold and not k.startswith("net-")]
 for k in others:
     base = {"gunzip": im, "imgrun-export": med("crane-export"), "crane-export": med("imgrun-export"),
             "imgrun-second": med("imgrun-run1")}.get(k)
     if k.startswith("warm-"):
         base = med("warm-bwrap")
     row(k, base)
+out.append("")
+net = [k for k in order if k.startswith("net-")]
+if net:
+    out.append("### Cold, over a network link (throttling proxy in front of the registry)")
+    out.append("")
+    out.append("| tool | median s | min s | tool / download alone | CPU s (median) | peak RSS MiB | status |")
+    out.append("|---|---:|---:|---:|---:|---:|---|")
+    for k in net:
+        row(k, med("net-imgrun-pull"))
 out.append("")
 out.append("Ratios: cold rows (including imgrun's first run, which builds layer snapshots composed by overlayfs like ctr, podman and docker) are tool / imgrun unpack (a flat directory); gunzip is relative to imgrun unpack, the second image to imgrun run (cold); the export rows are each other's inverse; warm rows are relative to bwrap.")
 out.append("")
