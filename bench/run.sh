@@ -184,8 +184,13 @@ if [[ " $TOOLS " == *" imgrun "* ]]; then
 	rm -f "$W/export.tar"
 fi
 
+# --- warm start ----------------------------------------------------------------------------
+if [[ -n $WARM ]] && command -v hyperfine >/dev/null; then
+	warm_start
+fi
+
 # --- over a network link --------------------------------------------------------------------
-# The same cold pulls through a proxy that lets $NET_RATE bytes/s through (bench/throttle):
+# (After the warm start, which uses the trees the cold runs left.) The same cold pulls through a proxy that lets $NET_RATE bytes/s through (bench/throttle):
 # on a link slower than unpacking, a tool that unpacks while it downloads finishes with the
 # download; the pull alone is the floor.
 if [[ $NET_RATE != 0 ]]; then
@@ -218,11 +223,6 @@ if [[ $NET_RATE != 0 ]]; then
 	fi
 	stop_pid "$THROTTLE_PID"; THROTTLE_PID=
 	rm -rf "$W/crane-rootfs" "$W/imgrun-root" "$W/imgrun-rootfs"
-fi
-
-# --- warm start ----------------------------------------------------------------------------
-if [[ -n $WARM ]] && command -v hyperfine >/dev/null; then
-	warm_start
 fi
 
 out=$here/results/$(date -u +%F).md
