@@ -232,18 +232,7 @@ func TestExportMatchesFlattenRandom(t *testing.T) {
 			d = diffMaps(tarTree(t, buf.Bytes()), diskTree(t, dir))
 		}
 		if d != "" {
-			var b strings.Builder
-			for i, l := range ls {
-				fmt.Fprintf(&b, "layer %d:", i+1)
-				for _, e := range l {
-					fmt.Fprintf(&b, " %c:%s", e.Header.Typeflag, e.Header.Name)
-					if e.Header.Linkname != "" {
-						fmt.Fprintf(&b, "->%s", e.Header.Linkname)
-					}
-				}
-				b.WriteString("\n")
-			}
-			t.Fatalf("seed %d: export differs from Flatten:\n%s\nlayers:\n%s", seed, d, b.String())
+			t.Fatalf("seed %d: export differs from Flatten:\n%s\nlayers:\n%s", seed, d, describeLayers(ls))
 		}
 	}
 }

@@ -250,3 +250,19 @@ func flattenTree(t testing.TB, layers []rootfs.Layer) map[string]string {
 	}
 	return diskTree(t, dir)
 }
+
+// describeLayers lists the entries of a test image, layer by layer, for failure messages.
+func describeLayers(ls []tl) string {
+	var b strings.Builder
+	for i, l := range ls {
+		fmt.Fprintf(&b, "layer %d:", i+1)
+		for _, e := range l {
+			fmt.Fprintf(&b, " %c:%s", e.Header.Typeflag, e.Header.Name)
+			if e.Header.Linkname != "" {
+				fmt.Fprintf(&b, "->%s", e.Header.Linkname)
+			}
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}

@@ -1,9 +1,7 @@
 package rootfs_test
 
 import (
-	"fmt"
 	"math/rand/v2"
-	"strings"
 	"testing"
 
 	"github.com/imgrun/imgrun/pkg/rootfs"
@@ -39,18 +37,7 @@ func TestFlattenParallelMatchesInOrder(t *testing.T) {
 			merged++
 		}
 		if d := diffMaps(diskTree(t, par), diskTree(t, seq)); d != "" {
-			var b strings.Builder
-			for i, l := range ls {
-				fmt.Fprintf(&b, "layer %d:", i+1)
-				for _, e := range l {
-					fmt.Fprintf(&b, " %c:%s", e.Header.Typeflag, e.Header.Name)
-					if e.Header.Linkname != "" {
-						fmt.Fprintf(&b, "->%s", e.Header.Linkname)
-					}
-				}
-				b.WriteString("\n")
-			}
-			t.Fatalf("seed %d: parallel Flatten differs from in-order Flatten:\n%s\nimage:\n%s", seed, d, b.String())
+			t.Fatalf("seed %d: parallel Flatten differs from in-order Flatten:\n%s\nimage:\n%s", seed, d, describeLayers(ls))
 		}
 	}
 	t.Logf("%d of %d images were merged from layers applied concurrently", merged, n)

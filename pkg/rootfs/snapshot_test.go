@@ -158,18 +158,7 @@ func TestSnapshotsRandom(t *testing.T) {
 			d = diffMaps(got, diskTree(t, dir))
 		}
 		if d != "" {
-			var b strings.Builder
-			for i, l := range ls {
-				fmt.Fprintf(&b, "layer %d:", i+1)
-				for _, e := range l {
-					fmt.Fprintf(&b, " %c:%s", e.Header.Typeflag, e.Header.Name)
-					if e.Header.Linkname != "" {
-						fmt.Fprintf(&b, "->%s", e.Header.Linkname)
-					}
-				}
-				b.WriteString("\n")
-			}
-			t.Fatalf("seed %d: snapshots differ from Flatten:\n%s\nimage:\n%s", seed, d, b.String())
+			t.Fatalf("seed %d: snapshots differ from Flatten:\n%s\nimage:\n%s", seed, d, describeLayers(ls))
 		}
 	}
 	t.Logf("%d of %d random images fell back to a flat tree: %v", fellBack, n, reasons)
