@@ -7,9 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -79,15 +77,7 @@ func TestExportHostile(t *testing.T) {
 	for _, c := range hostileCases {
 		t.Run(c.name, func(t *testing.T) {
 			var layers []Layer
-			for i := range c.layers {
-				name := c.name + ".tar"
-				if len(c.layers) > 1 {
-					name = fmt.Sprintf("%s.L%d.tar", c.name, i+1)
-				}
-				data, err := os.ReadFile(filepath.Join("testdata", "hostile", name))
-				if err != nil {
-					t.Fatal(err)
-				}
+			for _, data := range hostileLayers(t, c) {
 				layers = append(layers, bytesLayer(data))
 			}
 			var buf bytes.Buffer

@@ -326,15 +326,7 @@ func runHostile(t *testing.T) {
 			tmp, root := victimDir(t)
 			before := snapshot(t, tmp, root)
 			var err error
-			for i := range c.layers {
-				name := c.name + ".tar"
-				if len(c.layers) > 1 {
-					name = fmt.Sprintf("%s.L%d.tar", c.name, i+1)
-				}
-				data, rerr := os.ReadFile(filepath.Join("testdata", "hostile", name))
-				if rerr != nil {
-					t.Fatal(rerr)
-				}
+			for _, data := range hostileLayers(t, c) {
 				if err = Apply(t.Context(), root, bytes.NewReader(data)); err != nil {
 					break
 				}
@@ -367,4 +359,22 @@ func noXattrs(rel string, names ...string) func(t *testing.T, root string) {
 			}
 		}
 	}
+}
+
+// hostileLayers reads the layers of case c from testdata/hostile.
+func hostileLayers(t testing.TB, c hostileCase) [][]byte {
+	t.Helper()
+	var out [][]byte
+	for i := range c.layers {
+		name := c.name + ".tar"
+		if len(c.layers) > 1 {
+			name = fmt.Sprintf("%s.L%d.tar", c.name, i+1)
+		}
+		data, err := os.ReadFile(filepath.Join("testdata", "hostile", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, data)
+	}
+	return out
 }

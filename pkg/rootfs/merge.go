@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -157,37 +156,4 @@ func (a *applier) mergeSubdir(bfd, ufd int, base, p string) (merged bool, err er
 // copyMetaFd gives the directory dst the owner, mode, xattrs (overlay ones excepted) and
 // times of the directory src, as a directory entry over an existing directory does in a flat
 // Apply (the tree's other xattrs stay, as there).
-func copyMetaFd(src, dst int) error {
-	var st unix.Stat_t
-	if err := unix.Fstat(src, &st); err != nil {
-		return err
-	}
-	if err := unix.Fchown(dst, int(st.Uid), int(st.Gid)); err != nil {
-		return fmt.Errorf("chown: %w", err)
-	}
-	if err := unix.Fchmod(dst, st.Mode&0o7777); err != nil {
-		return fmt.Errorf("chmod: %w", err)
-	}
-	p := procFd(src)
-	names, err := listXattrsFollow(p)
-	if err != nil {
-		return err
-	}
-	for _, name := range names {
-		if strings.HasPrefix(name, overlayXattrPrefix) {
-			continue
-		}
-		v, err := getXattrFollow(p, name)
-		if err != nil {
-			return err
-		}
-		if err := unix.Fsetxattr(dst, name, v, 0); err != nil {
-			return fmt.Errorf("setxattr %s: %w", name, err)
-		}
-	}
-	ts := []unix.Timespec{st.Atim, st.Mtim}
-	if err := unix.UtimesNanoAt(unix.AT_FDCWD, procFd(dst), ts, 0); err != nil {
-		return fmt.Errorf("utimensat: %w", err)
-	}
-	return nil
-}
+func copyMetaFd(src, dst int) error { return copyMeta(src, dst, true) }

@@ -2,9 +2,6 @@ package rootfs
 
 import (
 	"errors"
-	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/opencontainers/go-digest"
@@ -22,15 +19,7 @@ func TestHostileSnapshots(t *testing.T) {
 			before := snapshot(t, tmp, root)
 			var layers []Layer
 			var ids []digest.Digest
-			for i := range c.layers {
-				name := c.name + ".tar"
-				if len(c.layers) > 1 {
-					name = fmt.Sprintf("%s.L%d.tar", c.name, i+1)
-				}
-				data, err := os.ReadFile(filepath.Join("testdata", "hostile", name))
-				if err != nil {
-					t.Fatal(err)
-				}
+			for _, data := range hostileLayers(t, c) {
 				layers = append(layers, bytesLayer(data))
 				ids = append(ids, digest.FromBytes(data))
 			}

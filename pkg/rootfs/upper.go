@@ -378,17 +378,29 @@ func isOpaqueDir(p string) bool {
 // copyDirMeta gives the open directory fd the owner, mode and xattrs of the directory src
 // (overlay xattrs excepted: fd's own opaque mark stays).
 func copyDirMeta(src string, fd int) error {
-	var st unix.Stat_t
-	if err := unix.Lstat(src, &st); err != nil {
+	sfd, err := unix.Open(src, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
 		return err
 	}
-	if err := unix.Fchown(fd, int(st.Uid), int(st.Gid)); err != nil {
+	defer unix.Close(sfd)
+	return copyMeta(sfd, fd, false)
+}
+
+// copyMeta gives the directory dst the owner, mode, xattrs (overlay ones excepted) and, with
+// times, the times of the directory src. chown comes first: it clears setgid bits.
+func copyMeta(src, dst int, times bool) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(src, &st); err != nil {
+		return err
+	}
+	if err := unix.Fchown(dst, int(st.Uid), int(st.Gid)); err != nil {
 		return fmt.Errorf("chown: %w", err)
 	}
-	if err := unix.Fchmod(fd, st.Mode&0o7777); err != nil {
+	if err := unix.Fchmod(dst, st.Mode&0o7777); err != nil {
 		return fmt.Errorf("chmod: %w", err)
 	}
-	names, err := listXattrs(src)
+	p := procFd(src)
+	names, err := listXattrs(p)
 	if err != nil {
 		return err
 	}
@@ -396,24 +408,27 @@ func copyDirMeta(src string, fd int) error {
 		if strings.HasPrefix(name, overlayXattrPrefix) {
 			continue
 		}
-		v, err := getXattr(src, name)
+		v, err := getXattr(p, name)
 		if err != nil {
 			return err
 		}
-		if err := unix.Fsetxattr(fd, name, v, 0); err != nil {
+		if err := unix.Fsetxattr(dst, name, v, 0); err != nil {
 			return fmt.Errorf("setxattr %s: %w", name, err)
 		}
+	}
+	if !times {
+		return nil
+	}
+	ts := []unix.Timespec{st.Atim, st.Mtim}
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, procFd(dst), ts, 0); err != nil {
+		return fmt.Errorf("utimensat: %w", err)
 	}
 	return nil
 }
 
-func listXattrs(p string) ([]string, error) { return listXattrsWith(unix.Llistxattr, p) }
-
-// listXattrsFollow lists the xattrs of what p points to (a /proc/self/fd link).
-func listXattrsFollow(p string) ([]string, error) { return listXattrsWith(unix.Listxattr, p) }
-
-func listXattrsWith(list func(string, []byte) (int, error), p string) ([]string, error) {
-	n, err := list(p, nil)
+// listXattrs lists the xattrs of what p points to (a /proc/self/fd link).
+func listXattrs(p string) ([]string, error) {
+	n, err := unix.Listxattr(p, nil)
 	if err == unix.ENOTSUP || n == 0 {
 		return nil, nil
 	}
@@ -421,7 +436,7 @@ func listXattrsWith(list func(string, []byte) (int, error), p string) ([]string,
 		return nil, fmt.Errorf("listxattr: %w", err)
 	}
 	buf := make([]byte, n)
-	n, err = list(p, buf)
+	n, err = unix.Listxattr(p, buf)
 	if err != nil {
 		return nil, fmt.Errorf("listxattr: %w", err)
 	}
@@ -434,17 +449,14 @@ func listXattrsWith(list func(string, []byte) (int, error), p string) ([]string,
 	return names, nil
 }
 
-func getXattr(p, name string) ([]byte, error) { return getXattrWith(unix.Lgetxattr, p, name) }
-
-func getXattrFollow(p, name string) ([]byte, error) { return getXattrWith(unix.Getxattr, p, name) }
-
-func getXattrWith(get func(string, string, []byte) (int, error), p, name string) ([]byte, error) {
-	n, err := get(p, name, nil)
+// getXattr reads the xattr name of what p points to (a /proc/self/fd link).
+func getXattr(p, name string) ([]byte, error) {
+	n, err := unix.Getxattr(p, name, nil)
 	if err != nil {
 		return nil, fmt.Errorf("getxattr %s: %w", name, err)
 	}
 	buf := make([]byte, n)
-	n, err = get(p, name, buf)
+	n, err = unix.Getxattr(p, name, buf)
 	if err != nil {
 		return nil, fmt.Errorf("getxattr %s: %w", name, err)
 	}
