@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -34,7 +36,14 @@ func (a *app) exportCommand() *cobra.Command {
 			// Exporting starts while the layers still download (see imageBuild).
 			return fail(what, a.buildImage(ctx, args[0], platform, pull, func(ctx context.Context, _ *layers.Image, ls []rootfs.Layer) error {
 				if output == "-" {
-					return rootfs.Export(ctx, a.stdout, ls)
+					w := &countingWriter{w: a.stdout}
+					err := rootfs.Export(ctx, w, ls)
+					if w.n > 0 && errors.Is(err, layers.ErrStreamRestarted) {
+						// Part of the tar is out already: building it again would append a
+						// second one. Not retryable here.
+						return fmt.Errorf("%s; the output is incomplete, run again", err)
+					}
+					return err
 				}
 				return rootfs.ExportFile(ctx, output, ls)
 			}))
@@ -44,4 +53,16 @@ func (a *app) exportCommand() *cobra.Command {
 	c.Flags().StringVarP(&output, "output", "o", "", "write the tar to `FILE` (- for stdout)")
 	c.Flags().StringVar(&pull, "pull", pullMissing, "pull the image first: missing, always or never")
 	return c
+}
+
+// countingWriter counts what went through it.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
