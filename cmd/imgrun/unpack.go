@@ -180,8 +180,9 @@ type runRoot struct {
 // rootfs cache instead, as does an image whose flat tree is cached already.
 func (a *app) buildRunRoot(ctx context.Context, cache *rootfs.Cache, img *layers.Image, ls []rootfs.Layer) (runRoot, error) {
 	key := img.Record.Descriptor.Digest
+	opts := []rootfs.ApplyOption{rootfs.WithLogger(a.log)}
 	if os.Getenv("IMGRUN_SNAPSHOTS") != "0" && !cache.Has(key) {
-		stack, release, err := cache.Snapshots(ctx, img.Config.RootFS.DiffIDs, ls, rootfs.WithLogger(a.log))
+		stack, release, err := cache.Snapshots(ctx, img.Config.RootFS.DiffIDs, ls, opts...)
 		if err == nil {
 			return runRoot{Top: stack[0], Lowers: stack[1:], release: release}, nil
 		}
@@ -189,8 +190,10 @@ func (a *app) buildRunRoot(ctx context.Context, cache *rootfs.Cache, img *layers
 			return runRoot{}, err
 		}
 		a.log.Debug("flattening instead of snapshots", "image", key, "reason", err)
+		// The concurrent apply of a flat build would fail the same way: go in order at once.
+		opts = append(opts, rootfs.WithLayersInOrder())
 	}
-	path, release, err := cache.Use(ctx, key, ls, rootfs.WithLogger(a.log))
+	path, release, err := cache.Use(ctx, key, ls, opts...)
 	if err != nil {
 		return runRoot{}, err
 	}

@@ -34,6 +34,7 @@ type applyOptions struct {
 	logger   *slog.Logger
 	limits   Limits
 	rootless bool
+	inOrder  bool
 }
 
 // WithLogger sets where Apply reports warnings (skipped device nodes, dropped xattrs). The
@@ -71,6 +72,17 @@ func WithLimits(l Limits) ApplyOption {
 		seti(&o.limits.MaxPathLen, l.MaxPathLen)
 		seti(&o.limits.MaxPathDepth, l.MaxPathDepth)
 		seti(&o.limits.MaxXattrSize, l.MaxXattrSize)
+		return nil
+	}
+}
+
+// WithLayersInOrder makes [Flatten] and [Cache.Ensure] apply the layers one after the other
+// instead of concurrently: for an image known to need it ([ErrNeedsLowers], e.g. from
+// [Cache.Snapshots]), which would otherwise be found out again by a concurrent attempt.
+// [Apply] ignores it.
+func WithLayersInOrder() ApplyOption {
+	return func(o *applyOptions) error {
+		o.inOrder = true
 		return nil
 	}
 }

@@ -285,13 +285,7 @@ func (s *spool) produce(l Layer) (err error) {
 	defer s.pause()
 	for {
 		bp := s.free.get()
-		// Fill whole chunks: the layer reader may return a few bytes per Read.
-		n, rerr := 0, error(nil)
-		for n < len(*bp) && rerr == nil {
-			var m int
-			m, rerr = rc.Read((*bp)[n:])
-			n += m
-		}
+		n, rerr := fillChunk(rc, *bp)
 		if n > 0 {
 			if err := s.put(bp, n); err != nil {
 				return err

@@ -17,56 +17,20 @@ import (
 	"github.com/imgrun/imgrun/internal/tartest"
 )
 
-// spoolLayer serves size pseudo-random bytes (seeded by seed), then err instead of io.EOF if
-// set, and counts what was read and how many streams are open.
-type spoolLayer struct {
-	seed, size int64
-	err        error
-	read       atomic.Int64
-	open       *atomic.Int64
-}
+// openStreams counts the layer streams open now (countingLayer, flatten_pipeline_test.go).
+type openStreams struct{ opened, closed *atomic.Int64 }
 
-func (l *spoolLayer) Uncompressed(context.Context) (io.ReadCloser, error) {
-	l.open.Add(1)
-	return &spoolLayerReader{l: l, r: io.LimitReader(rand.NewChaCha8(spoolSeed(l.seed)), l.size)}, nil
-}
+func (o openStreams) Load() int64 { return o.opened.Load() - o.closed.Load() }
 
-type spoolLayerReader struct {
-	l *spoolLayer
-	r io.Reader
-}
-
-func (r *spoolLayerReader) Read(p []byte) (int, error) {
-	n, err := r.r.Read(p)
-	r.l.read.Add(int64(n))
-	if err == io.EOF && r.l.err != nil {
-		err = r.l.err
-	}
-	return n, err
-}
-
-func (r *spoolLayerReader) Close() error { r.l.open.Add(-1); return nil }
-
-func spoolSeed(s int64) [32]byte {
-	var b [32]byte
-	b[0], b[1] = byte(s), byte(s>>8)
-	return b
-}
-
-func spoolContent(seed, size int64) []byte {
-	b, _ := io.ReadAll(io.LimitReader(rand.NewChaCha8(spoolSeed(seed)), size))
-	return b
-}
-
-func newSpoolLayers(sizes ...int64) ([]Layer, []*spoolLayer, *atomic.Int64) {
-	var open atomic.Int64
+func newSpoolLayers(sizes ...int64) ([]Layer, []*countingLayer, openStreams) {
+	var opened, closed atomic.Int64
 	ls := make([]Layer, len(sizes))
-	cs := make([]*spoolLayer, len(sizes))
+	cs := make([]*countingLayer, len(sizes))
 	for i, size := range sizes {
-		cs[i] = &spoolLayer{seed: int64(i), size: size, open: &open}
+		cs[i] = &countingLayer{seed: int64(i), size: size, opened: &opened, closed: &closed}
 		ls[i] = cs[i]
 	}
-	return ls, cs, &open
+	return ls, cs, openStreams{&opened, &closed}
 }
 
 // testSpiller spills into dir, whatever its filesystem (newSpiller refuses tmpfs, where a test's
@@ -104,7 +68,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 // readAllLayers reads every layer of q in order and checks its content.
-func readAllLayers(t *testing.T, q *spoolQueue, cs []*spoolLayer, order []int) {
+func readAllLayers(t *testing.T, q *spoolQueue, cs []*countingLayer, order []int) {
 	t.Helper()
 	for _, want := range order {
 		s, idx, err := q.Next()
@@ -115,7 +79,7 @@ func readAllLayers(t *testing.T, q *spoolQueue, cs []*spoolLayer, order []int) {
 		if err != nil {
 			t.Fatalf("layer %d: %v", idx, err)
 		}
-		if !bytes.Equal(got, spoolContent(int64(idx), cs[idx].size)) {
+		if !bytes.Equal(got, expected(int64(idx), cs[idx].size)) {
 			t.Fatalf("layer %d: content differs (%d bytes, want %d)", idx, len(got), cs[idx].size)
 		}
 		s.release()
@@ -238,7 +202,7 @@ func TestSpoolQueueErrors(t *testing.T) {
 	s.release()
 	s, _, _ = q.Next()
 	got, err := io.ReadAll(s)
-	if !errors.Is(err, boom) || !bytes.Equal(got, spoolContent(0, size)) {
+	if !errors.Is(err, boom) || !bytes.Equal(got, expected(0, size)) {
 		t.Errorf("ReadAll: %d bytes, %v; want %d bytes, then %v", len(got), err, size, boom)
 	}
 	q.Close()

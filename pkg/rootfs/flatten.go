@@ -116,7 +116,7 @@ func buildTree(ctx context.Context, tmp string, layers []Layer, opts []ApplyOpti
 	if err != nil {
 		return "", err
 	}
-	if !o.rootless && len(layers) > 1 && parallelFlatten {
+	if !o.rootless && !o.inOrder && len(layers) > 1 && parallelFlatten {
 		tree, err := buildParallel(ctx, tmp, layers, o)
 		if err == nil {
 			return tree, syncFS(tmp)

@@ -153,13 +153,7 @@ func (s *layerStream) produce(ctx context.Context, l Layer) (err error) {
 	}()
 	for {
 		bp := chunkPool.Get().(*[]byte)
-		// Fill whole chunks: the layer reader may return a few bytes per Read.
-		n, rerr := 0, error(nil)
-		for n < len(*bp) && rerr == nil {
-			var m int
-			m, rerr = rc.Read((*bp)[n:])
-			n += m
-		}
+		n, rerr := fillChunk(rc, *bp)
 		if n > 0 {
 			b := (*bp)[:n]
 			select {
@@ -257,4 +251,18 @@ func (s *layerStream) release() {
 		// it through Read, and one abandoned early is an error the consumer already has.
 		_ = rc.Close()
 	}
+}
+
+// fillChunk reads into buf until it is full or r fails (io.EOF included): the layer reader may
+// return a few bytes per Read, and chunks are handed over whole.
+func fillChunk(r io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		m, err := r.Read(buf[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }

@@ -1,7 +1,10 @@
 package rootfs_test
 
 import (
+	"bytes"
+	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/imgrun/imgrun/pkg/rootfs"
@@ -43,5 +46,29 @@ func TestFlattenParallelMatchesInOrder(t *testing.T) {
 	t.Logf("%d of %d images were merged from layers applied concurrently", merged, n)
 	if merged == 0 {
 		t.Error("no image took the concurrent path")
+	}
+}
+
+// TestFlattenLayersInOrder: WithLayersInOrder skips the concurrent apply and the merge; the
+// tree is the same.
+func TestFlattenLayersInOrder(t *testing.T) {
+	needRoot(t)
+	layers := memLayers(tl{tDir("etc"), tFile("etc/a", "a")}, tl{tWh("etc/a"), tFile("etc/b", "b")})
+	for _, inOrder := range []bool{false, true} {
+		var logs bytes.Buffer
+		opts := []rootfs.ApplyOption{rootfs.WithLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})))}
+		if inOrder {
+			opts = append(opts, rootfs.WithLayersInOrder())
+		}
+		dir := t.TempDir() + "/rootfs"
+		if err := rootfs.Flatten(t.Context(), dir, layers, opts...); err != nil {
+			t.Fatal(err)
+		}
+		if merged := strings.Contains(logs.String(), "layers merged"); merged == inOrder {
+			t.Errorf("WithLayersInOrder %v: merged %v\n%s", inOrder, merged, logs.String())
+		}
+		if d := diffMaps(diskTree(t, dir), flattenTree(t, layers)); d != "" {
+			t.Errorf("WithLayersInOrder %v:\n%s", inOrder, d)
+		}
 	}
 }
